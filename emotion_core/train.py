@@ -1,0 +1,247 @@
+"""The training objective: one config in, validation (and optionally test) metrics out.
+
+``train`` runs the HF Trainer with dynamic padding and length-grouped batches, evaluates validation accuracy
+several times per epoch and hands each evaluation to an optional callback, which may stop the run (a pruner
+does). The best evaluation's weights are restored at the end: the result is selected on validation.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from emotion_core.data import TokenizedSplits
+from emotion_core.memory import PeakMemory
+from emotion_core.metrics import accuracy, classification_metrics, predictions_from_logits
+from emotion_core.variants import ModelParams, build_model, count_parameters, save_trained, trainable_state, use_gpu
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Every field has a default, so a notebook can change only what it studies."""
+
+    model: str = "gpt2"  # hub id or local folder of a model that AutoModelForSequenceClassification loads
+    variant: str = "lora"  # head | lora | qlora | full
+    learning_rate: float = 2e-4
+    dropout: float = 0.1  # LoRA dropout (lora/qlora) or dropout on the head's input (head/full)
+    lora_r: int = 8
+    weight_decay: float = 0.0
+    epochs: float = 3.0
+    batch_size: int = 32
+    eval_batch_size: int | None = None  # None: 4 x batch_size; evaluation holds no gradients
+    evals_per_epoch: int = 2  # validation evaluations per epoch, each one a point a pruner can act on
+    seed: int = 0
+    target_modules: list[str] | None = None  # LoRA targets; None: peft's defaults for the model type
+    verbose: bool = False  # show the Trainer's own progress bar and logs
+
+    def model_params(self) -> ModelParams:
+        return ModelParams(dropout=self.dropout, lora_r=self.lora_r, target_modules=self.target_modules)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Evaluation:
+    """One validation evaluation during training."""
+
+    step: int
+    epoch: float
+    accuracy: float
+    loss: float
+
+
+@dataclass
+class Result:
+    val_accuracy: float  # the best validation accuracy; its weights are the ones kept
+    evaluations: list[Evaluation]
+    trainable_params: int
+    total_params: int
+    peak_memory_mib: float
+    peak_rss_mib: float
+    train_seconds: float
+    train_samples_per_second: float
+    optimizer_steps: int
+    stopped_early: bool = False  # the on_eval callback asked to stop
+    diverged: str | None = None  # why training was stopped as diverged (NaN or inf loss)
+    test: dict | None = None  # classification_metrics on the test split, when asked for
+    saved_to: str | None = None
+
+    @property
+    def epoch_val_accuracy(self) -> list[float]:
+        """The last validation accuracy within each epoch."""
+        by_epoch: dict[int, float] = {}
+        for evaluation in self.evaluations:
+            by_epoch[max(0, math.ceil(evaluation.epoch - 1e-6) - 1)] = evaluation.accuracy
+        return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+OnEval = Callable[[Evaluation], bool | None]
+
+
+def _training_arguments(config: TrainConfig, output_dir: str, eval_steps: int, bf16: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or 4 * config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        logging_strategy="steps",
+        logging_steps=eval_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        bf16=bf16,
+        use_cpu=not use_gpu(),
+        train_sampling_strategy="group_by_length",
+        label_names=["labels"],
+        disable_tqdm=not config.verbose,
+        log_level="info" if config.verbose else "error",
+        dataloader_num_workers=0,
+    )
+
+
+def _tracking_callback(model, on_eval: OnEval | None, state: dict):
+    from transformers import TrainerCallback
+
+    class Tracker(TrainerCallback):
+        def on_log(self, args, trainer_state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                state["diverged"] = f"training loss became {loss} at step {trainer_state.global_step}"
+                control.should_training_stop = True
+
+        def on_evaluate(self, args, trainer_state, control, metrics=None, **kwargs):
+            evaluation = Evaluation(
+                step=trainer_state.global_step,
+                epoch=float(trainer_state.epoch or 0.0),
+                accuracy=float(metrics["eval_accuracy"]),
+                loss=float(metrics.get("eval_loss", float("nan"))),
+            )
+            state["evaluations"].append(evaluation)
+            if not math.isfinite(evaluation.loss):
+                state["diverged"] = f"validation loss became {evaluation.loss} at step {evaluation.step}"
+                control.should_training_stop = True
+            if evaluation.accuracy > state["best"]:
+                state["best"] = evaluation.accuracy
+                state["best_weights"] = trainable_state(model)
+            if on_eval is not None and on_eval(evaluation):
+                state["stopped_early"] = True
+                control.should_training_stop = True
+
+    return Tracker()
+
+
+def _compute_metrics(prediction) -> dict:
+    return {"accuracy": accuracy(prediction.label_ids, predictions_from_logits(prediction.predictions))}
+
+
+def train(
+    config: TrainConfig,
+    data: TokenizedSplits,
+    tokenizer,
+    on_eval: OnEval | None = None,
+    *,
+    evaluate_test: bool = False,
+    save_to: str | os.PathLike | None = None,
+) -> Result:
+    """Train ``config`` on ``data.train``, selecting on ``data.validation``.
+
+    ``on_eval`` is called after each validation evaluation; returning True stops training. With
+    ``evaluate_test`` the kept weights are evaluated once on ``data.test``; with ``save_to`` they are saved
+    there as safetensors. Model and GPU memory are freed before returning or raising.
+    """
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, set_seed
+
+    set_seed(config.seed)
+    model = trainer = None
+    state: dict = {"evaluations": [], "best": -1.0, "best_weights": None, "stopped_early": False, "diverged": None}
+    try:
+        model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id)
+        trainable, total = count_parameters(model)
+        steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+        eval_steps = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
+        bf16 = use_gpu() and torch.cuda.is_bf16_supported()
+        with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
+            trainer = Trainer(
+                model=model,
+                args=_training_arguments(config, scratch, eval_steps, bf16),
+                train_dataset=data.train,
+                eval_dataset=data.validation,
+                data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+                compute_metrics=_compute_metrics,
+                callbacks=[_tracking_callback(model, on_eval, state)],
+            )
+            if not config.verbose:
+                trainer.remove_callback(PrinterCallback)  # it prints every log dict once the bar is off
+            with PeakMemory() as memory:
+                started = time.perf_counter()
+                output = trainer.train()
+                last_eval = state["evaluations"][-1].step if state["evaluations"] else -1
+                if last_eval != trainer.state.global_step and not (state["stopped_early"] or state["diverged"]):
+                    trainer.evaluate()
+                train_seconds = time.perf_counter() - started
+            if state["best_weights"] is not None:
+                model.load_state_dict(state["best_weights"], strict=False)
+            test = None
+            if evaluate_test and not state["diverged"]:
+                prediction = trainer.predict(data.test)
+                test = classification_metrics(prediction.label_ids, predictions_from_logits(prediction.predictions))
+            saved_to = str(save_trained(model, save_to)) if save_to is not None else None
+        return Result(
+            val_accuracy=max(state["best"], 0.0),
+            evaluations=state["evaluations"],
+            trainable_params=trainable,
+            total_params=total,
+            peak_memory_mib=memory.peak_mib,
+            peak_rss_mib=memory.peak_rss_mib,
+            train_seconds=train_seconds,
+            train_samples_per_second=trainer.state.global_step * config.batch_size / max(train_seconds, 1e-9)
+            if trainer.state.global_step
+            else 0.0,
+            optimizer_steps=trainer.state.global_step,
+            stopped_early=state["stopped_early"],
+            diverged=state["diverged"],
+            test=test,
+            saved_to=saved_to,
+        )
+    finally:
+        del model, trainer
+        state.clear()
+        release_memory()
+
+
+def release_memory() -> None:
+    """Give freed tensors back: Python's cycles first, then the CUDA caching allocator."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def evaluate_logits(model, dataset, tokenizer, batch_size: int = 128) -> np.ndarray:
+    """Logits of ``model`` on a tokenized dataset, in its order (used by tests and predict)."""
+    from transformers import DataCollatorWithPadding
+
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    device = next(model.parameters()).device
+    model.eval()
+    outputs = []
+    columns = [c for c in ("input_ids", "attention_mask") if c in dataset.column_names]
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = collator([{c: row[c] for c in columns} for row in dataset.select(range(start, min(start + batch_size, len(dataset))))])
+            outputs.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, 6))

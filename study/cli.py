@@ -1,0 +1,91 @@
+"""Shared command-line plumbing: flags generated from StudySettings, quiet logging, and exit code 2 for bad input."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, fields
+
+from emotion_core.data import DataError
+from emotion_core.variants import ModelLoadError
+from study.settings import StudySettings
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+BAD_INPUT = (UsageError, DataError, ModelLoadError)
+
+
+def _base_type(annotation):
+    """int for ``int | None``, list[str] stays list."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing))  # noqa: S307 - our own annotations, from __future__ annotations
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
+    """Add a ``--flag`` for each StudySettings field in ``names`` (all when None), with its type, default and help."""
+    wanted = set(names) if names is not None else None
+    for f in fields(StudySettings):
+        if wanted is not None and f.name not in wanted:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(f.type)
+        default = f.default if f.default is not MISSING else None
+        extra = {k: v for k, v in f.metadata.items() if k != "help"}
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=help_text)
+            continue
+        if typing.get_origin(kind) is list:
+            kind = typing.get_args(kind)[0]
+        if default is not None:
+            help_text += f" (default: {default})"
+        parser.add_argument(flag, type=kind, default=default, help=help_text, **extra)
+
+
+def settings_from_args(args: argparse.Namespace) -> StudySettings:
+    names = {f.name for f in fields(StudySettings)}
+    return StudySettings(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def configure_logging(verbose: bool) -> None:
+    """Quiet by default: our own lines only. --verbose brings back the libraries' logs and bars."""
+    import datasets
+    import optuna
+    import transformers
+
+    if verbose:
+        return
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run a command's main: bad input prints one clear line and exits 2; Ctrl-C exits 130."""
+    try:
+        return main(argv) or 0
+    except BAD_INPUT as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def check_positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")

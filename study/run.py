@@ -1,0 +1,184 @@
+"""python -m study.run: run (or resume) the Optuna study in persistent storage.
+
+--trials N is the total of finished (complete + pruned) trials the study should hold: a rerun of the same
+command continues up to N and does nothing when N are there already.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from emotion_core.data import TokenizedSplits, load_splits, tokenize_splits
+from emotion_core.variants import check_model, load_tokenizer
+from study.cli import UsageError, add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
+from study.objective import Objective
+from study.settings import StudySettings
+from study.storage import mask_url, open_storage, study_exists
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# A run gives up after this many failed trials in a row: a broken setup should not loop for ever.
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m study.run",
+        description="Search learning rate, dropout, LoRA r and weight decay for the head / LoRA / QLoRA variants "
+        "in an Optuna study in persistent storage. Rerun the same command to resume.",
+        epilog="Browse it with: optuna-dashboard <storage>. Then retrain the best trial: python -m study.final.",
+    )
+    add_settings_arguments(parser)
+    return parser
+
+
+def validate(settings: StudySettings) -> None:
+    for name in ("trials", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "timeout"):
+        check_positive(name, getattr(settings, name))
+
+
+def make_sampler(settings: StudySettings) -> optuna.samplers.BaseSampler:
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=settings.seed)
+    return optuna.samplers.TPESampler(seed=settings.seed)
+
+
+def make_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
+    if settings.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if settings.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    # Two finished trials give a median; each trial reports twice per epoch, so the first report can already prune.
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+
+def check_stored_settings(storage, settings: StudySettings) -> None:
+    """Refuse a run whose identity settings differ from those the stored study was made with."""
+    name = settings.resolved_study_name()
+    if not study_exists(storage, name):
+        return
+    stored = optuna.load_study(study_name=name, storage=storage).user_attrs.get("settings")
+    if stored is None:
+        return
+    current = settings.identity()
+    differences = [f"--{k.replace('_', '-')}: stored {stored.get(k)!r}, given {current[k]!r}" for k in current if stored.get(k) != current[k]]
+    if differences:
+        raise UsageError(
+            f"study {name!r} in {mask_url(settings.storage)} was made with other settings ({'; '.join(differences)}). "
+            "Rerun with the stored settings, or pass another --study-name."
+        )
+
+
+def prepare_data(settings: StudySettings) -> tuple[object, TokenizedSplits]:
+    """Tokenizer and tokenized splits, once per process (and from the on-disk cache when it has them)."""
+    check_model(settings.model)
+    tokenizer = load_tokenizer(settings.tokenizer_name)
+    splits = load_splits(
+        settings.data, max_train_samples=settings.max_train_samples, max_eval_samples=settings.max_eval_samples, seed=settings.seed
+    )
+    return tokenizer, tokenize_splits(splits, tokenizer, cache_dir=settings.cache_dir)
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class ProgressLine:
+    """One line per finished trial: its state and value, the best so far, and how far the study is."""
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        finished = count_finished(study)
+        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:
+            best = "-"
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        reason = trial.user_attrs.get("fail_reason", "")
+        print(
+            f"trial {trial.number:>3} {trial.state.name:<8} val_acc={value} best={best} {seconds:6.1f}s "
+            f"[{finished}/{self.total} finished] {trial.params}" + (f" ({reason})" if reason else ""),
+            flush=True,
+        )
+
+
+def optimize(study: optuna.Study, objective: Objective, settings: StudySettings) -> None:
+    deadline = time.monotonic() + settings.timeout if settings.timeout else None
+    stop_at_total = optuna.study.MaxTrialsCallback(settings.trials, states=FINISHED)
+    failures_in_a_row = 0
+    while (remaining := settings.trials - count_finished(study)) > 0:
+        timeout = None if deadline is None else deadline - time.monotonic()
+        if timeout is not None and timeout <= 0:
+            print(f"timeout reached with {settings.trials - remaining}/{settings.trials} trials finished")
+            return
+        before = len(study.trials)
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=[stop_at_total, ProgressLine(settings.trials)],
+            gc_after_trial=True,
+        )
+        new = study.get_trials(deepcopy=False)[before:]
+        failed = [t for t in new if t.state == TrialState.FAIL]
+        failures_in_a_row = failures_in_a_row + len(failed) if failed and len(failed) == len(new) else 0
+        if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+            reason = failed[-1].user_attrs.get("fail_reason", "see the log above")
+            raise RuntimeError(f"{failures_in_a_row} trials in a row failed; last: {reason}")
+        if not new:  # another worker finished the study, or the timeout stopped it
+            return
+
+
+def print_summary(study: optuna.Study, settings: StudySettings) -> None:
+    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    print(", ".join(f"{n} {k}" for k, n in counts.items() if n))
+    try:
+        best = study.best_trial
+    except ValueError:
+        print("no trial completed")
+        return
+    print(f"best trial {best.number}: val_acc={best.value:.4f} {best.params}")
+    storage = mask_url(settings.storage)
+    print(f"dashboard: optuna-dashboard {storage}")
+    print(f"final:     python -m study.final --storage {storage} --study-name {study.study_name} --output-dir {settings.output_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = settings_from_args(build_parser().parse_args(argv))
+    configure_logging(settings.verbose)
+    validate(settings)
+    storage = open_storage(settings.storage)
+    check_stored_settings(storage, settings)
+    name = settings.resolved_study_name()
+    if study_exists(storage, name):
+        finished = count_finished(optuna.load_study(study_name=name, storage=storage))
+        if finished >= settings.trials:
+            print(f"study {name!r} already holds {finished} finished trials (asked for {settings.trials}); nothing to do")
+            return 0
+    tokenizer, data = prepare_data(settings)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=make_sampler(settings),
+        pruner=make_pruner(settings),
+        load_if_exists=True,
+    )
+    if "settings" not in study.user_attrs:
+        study.set_user_attr("settings", settings.identity())
+    print(f"study {name!r} in {mask_url(settings.storage)}: {count_finished(study)}/{settings.trials} trials finished")
+    optimize(study, Objective(settings, data, tokenizer), settings)
+    print_summary(study, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

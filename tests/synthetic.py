@@ -1,0 +1,82 @@
+"""Self-contained test material: synthetic sentences, a word-level tokenizer and a tiny random GPT-2."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from emotion_core.labels import LABELS
+
+WORDS = {
+    "sadness": ["sad", "lonely", "miserable", "gloomy", "heartbroken"],
+    "joy": ["happy", "glad", "cheerful", "delighted", "joyful"],
+    "love": ["loving", "affectionate", "adoring", "tender", "romantic"],
+    "anger": ["angry", "furious", "irritated", "mad", "resentful"],
+    "fear": ["afraid", "scared", "terrified", "nervous", "anxious"],
+    "surprise": ["surprised", "amazed", "astonished", "shocked", "stunned"],
+}
+TEMPLATES = [
+    "i feel {w} today",
+    "i am so {w} about the {t}",
+    "the {t} made me feel {w}",
+    "honestly i feel {w} when i think of the {t}",
+    "i have been feeling {w} since the {t}",
+]
+THINGS = ["weather", "news", "party", "job", "trip", "movie", "letter", "garden", "exam", "dinner"]
+
+
+def sentences(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` (text, label name) pairs, every label equally often; the emotion word decides the label."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = LABELS[i % len(LABELS)]
+        text = rng.choice(TEMPLATES).format(w=rng.choice(WORDS[label]), t=rng.choice(THINGS))
+        rows.append((text, label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_txt_folder(folder: Path, n_train: int = 120, n_eval: int = 48, seed: int = 0) -> Path:
+    """A data folder in the original ``text;label`` format."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, offset in (("train", n_train, 0), ("validation", n_eval, 1), ("test", n_eval, 2)):
+        lines = [f"{text};{label}" for text, label in sentences(n, seed + offset)]
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def vocabulary() -> list[str]:
+    words = {w for template in TEMPLATES for w in template.split() if "{" not in w}
+    words |= {w for ws in WORDS.values() for w in ws} | set(THINGS)
+    return sorted(words)
+
+
+def build_tokenizer(folder: Path):
+    """A word-level fast tokenizer with an EOS token and no pad token, as GPT-2's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<|endoftext|>": 1}
+    for word in vocabulary():
+        vocab[word] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tokenizer.save_pretrained(str(folder))
+    return tokenizer
+
+
+def build_tiny_gpt2(folder: Path, n_layer: int = 2, n_embd: int = 32, seed: int = 0) -> Path:
+    """A random GPT-2 (Conv1D layers, as the real one) with the test tokenizer, saved as a model folder."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = build_tokenizer(folder)
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=64, n_embd=n_embd, n_layer=n_layer, n_head=2,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(str(folder))
+    return folder
