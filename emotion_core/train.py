@@ -87,7 +87,7 @@ class Result:
 OnEval = Callable[[Evaluation], bool | None]
 
 
-def _training_arguments(config: TrainConfig, output_dir: str, eval_steps: int, bf16: bool):
+def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool):
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -97,10 +97,9 @@ def _training_arguments(config: TrainConfig, output_dir: str, eval_steps: int, b
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         num_train_epochs=config.epochs,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        logging_strategy="steps",
-        logging_steps=eval_steps,
+        # Evaluation and logging happen at the steps that the tracking callback picks (evaluation_steps).
+        eval_strategy="no",
+        logging_strategy="no",
         save_strategy="no",
         report_to="none",
         seed=config.seed,
@@ -114,10 +113,24 @@ def _training_arguments(config: TrainConfig, output_dir: str, eval_steps: int, b
     )
 
 
-def _tracking_callback(model, on_eval: OnEval | None, state: dict):
+def evaluation_steps(n_train: int, config: TrainConfig) -> set[int]:
+    """Optimizer steps after which to evaluate: evenly spaced within each epoch, always at an epoch's end, so that
+    every trial of a study reports at the same steps (what a pruner compares)."""
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total = math.ceil(steps_per_epoch * config.epochs)
+    per_epoch = max(1, min(config.evals_per_epoch, steps_per_epoch))
+    steps = {round(k * steps_per_epoch / per_epoch) for k in range(1, math.ceil(config.epochs * per_epoch) + 1)}
+    return {s for s in steps if s < total} | {total}
+
+
+def _tracking_callback(model, on_eval: OnEval | None, state: dict, eval_at: set[int]):
     from transformers import TrainerCallback
 
     class Tracker(TrainerCallback):
+        def on_step_end(self, args, trainer_state, control, **kwargs):
+            if trainer_state.global_step in eval_at:
+                control.should_log = control.should_evaluate = True
+
         def on_log(self, args, trainer_state, control, logs=None, **kwargs):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(loss):
@@ -172,27 +185,22 @@ def train(
     try:
         model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id)
         trainable, total = count_parameters(model)
-        steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
-        eval_steps = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
         bf16 = use_gpu() and torch.cuda.is_bf16_supported()
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
             trainer = Trainer(
                 model=model,
-                args=_training_arguments(config, scratch, eval_steps, bf16),
+                args=_training_arguments(config, scratch, bf16),
                 train_dataset=data.train,
                 eval_dataset=data.validation,
                 data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
                 compute_metrics=_compute_metrics,
-                callbacks=[_tracking_callback(model, on_eval, state)],
+                callbacks=[_tracking_callback(model, on_eval, state, evaluation_steps(len(data.train), config))],
             )
             if not config.verbose:
                 trainer.remove_callback(PrinterCallback)  # it prints every log dict once the bar is off
             with PeakMemory() as memory:
                 started = time.perf_counter()
-                output = trainer.train()
-                last_eval = state["evaluations"][-1].step if state["evaluations"] else -1
-                if last_eval != trainer.state.global_step and not (state["stopped_early"] or state["diverged"]):
-                    trainer.evaluate()
+                trainer.train()
                 train_seconds = time.perf_counter() - started
             if state["best_weights"] is not None:
                 model.load_state_dict(state["best_weights"], strict=False)

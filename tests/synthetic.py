@@ -15,12 +15,14 @@ WORDS = {
     "fear": ["afraid", "scared", "terrified", "nervous", "anxious"],
     "surprise": ["surprised", "amazed", "astonished", "shocked", "stunned"],
 }
+# The emotion word ends every sentence: a model that pools the last real token sees it directly, so even a
+# tiny random GPT-2 learns the task in a few seconds.
 TEMPLATES = [
-    "i feel {w} today",
-    "i am so {w} about the {t}",
+    "i feel {w}",
     "the {t} made me feel {w}",
-    "honestly i feel {w} when i think of the {t}",
-    "i have been feeling {w} since the {t}",
+    "since the {t} i have been {w}",
+    "honestly when i think of the {t} i am {w}",
+    "after the {t} i was so {w}",
 ]
 THINGS = ["weather", "news", "party", "job", "trip", "movie", "letter", "garden", "exam", "dinner"]
 

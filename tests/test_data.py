@@ -1,0 +1,112 @@
+import json
+
+import pandas as pd
+import pytest
+
+from emotion_core.data import DataError, load_splits, tokenize_splits
+from emotion_core.labels import LABEL2ID, LABELS
+from tests.synthetic import sentences, write_txt_folder
+
+
+def write_format(folder, extension, rows_by_split, label_as_id=False, val_name="validation"):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in rows_by_split.items():
+        name = val_name if split == "validation" else split
+        frame = pd.DataFrame({"text": [t for t, _ in rows], "label": [LABEL2ID[l] if label_as_id else l for _, l in rows]})
+        path = folder / f"{name}.{extension}"
+        if extension == "csv":
+            frame.to_csv(path, index=False)
+        elif extension == "jsonl":
+            path.write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict("records")))
+        else:
+            frame.to_parquet(path)
+    return folder
+
+
+ROWS = {"train": sentences(30, 0), "validation": sentences(12, 1), "test": sentences(12, 2)}
+
+
+@pytest.mark.parametrize("extension,label_as_id,val_name", [("csv", False, "val"), ("jsonl", True, "validation"), ("parquet", True, "val")])
+def test_column_formats_read_the_same_as_txt(tmp_path, extension, label_as_id, val_name):
+    txt = tmp_path / "txt"
+    txt.mkdir()
+    for split, rows in ROWS.items():
+        (txt / f"{split}.txt").write_text("".join(f"{t};{l}\n" for t, l in rows))
+    other = write_format(tmp_path / extension, extension, ROWS, label_as_id, val_name)
+    a, b = load_splits(str(txt)), load_splits(str(other))
+    assert a.fingerprint() == b.fingerprint()
+    assert b.train["label"][:5] == [LABEL2ID[l] for _, l in ROWS["train"][:5]]
+    assert len(b.test) == 12 and set(b.train["label"]) == set(range(len(LABELS)))
+
+
+def test_subsets_are_seeded_and_test_stays_whole(tmp_path):
+    folder = write_txt_folder(tmp_path / "d", n_train=100, n_eval=40)
+    a = load_splits(str(folder), max_train_samples=30, max_eval_samples=10, seed=1)
+    b = load_splits(str(folder), max_train_samples=30, max_eval_samples=10, seed=1)
+    assert (len(a.train), len(a.validation), len(a.test)) == (30, 10, 40)
+    assert a.train["text"] == b.train["text"]
+
+
+def bad_folder(tmp_path, **overrides):
+    folder = write_txt_folder(tmp_path / "bad", n_train=12, n_eval=6)
+    for name, content in overrides.items():
+        path = folder / name
+        if content is None:
+            path.unlink()
+        else:
+            path.write_text(content)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        ({"train.txt": "i feel fine;joy\nno separator here\n"}, "train.txt:2: expected 'text;label'"),
+        ({"validation.txt": "i feel fine;joy\ni feel odd;bored\n"}, "validation.txt:2: unknown label 'bored'"),
+        ({"test.txt": None}, "missing the test split"),
+        ({"train.txt": ""}, "train.txt: the file holds no examples"),
+        ({"train.txt": "i feel fine;7\n"}, "train.txt:1: unknown label '7'"),
+    ],
+)
+def test_bad_input_names_file_and_line(tmp_path, overrides, expected):
+    folder = bad_folder(tmp_path, **overrides)
+    with pytest.raises(DataError, match=expected.replace("(", r"\(")):
+        load_splits(str(folder))
+
+
+def test_bad_csv_and_jsonl_name_the_line(tmp_path):
+    folder = write_format(tmp_path / "c", "csv", ROWS)
+    (folder / "test.csv").write_text("text,label\ni am fine,joy\ni am odd,meh\n")
+    with pytest.raises(DataError, match=r"test.csv line 3: unknown label 'meh'"):
+        load_splits(str(folder))
+    folder = write_format(tmp_path / "j", "jsonl", ROWS)
+    (folder / "train.jsonl").write_text('{"text": "i feel fine", "label": 1}\n{"text": broken\n')
+    with pytest.raises(DataError, match=r"train.jsonl:2: not valid JSON"):
+        load_splits(str(folder))
+
+
+def test_missing_folder_and_unreachable_hub(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_splits(str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="--data /path/to/folder"):  # HF_HUB_OFFLINE=1: the hub cannot be reached
+        load_splits("dair-ai/emotion")
+
+
+def test_tokenization_cache_gives_the_same_tokens_and_is_reused(tmp_path, data_folder, tokenizer):
+    splits = load_splits(data_folder)
+    fresh = tokenize_splits(splits, tokenizer)
+    cached = tokenize_splits(splits, tokenizer, cache_dir=tmp_path)
+    again = tokenize_splits(load_splits(data_folder), tokenizer, cache_dir=tmp_path)
+    for name in ("train", "validation", "test"):
+        assert getattr(cached, name)["input_ids"] == getattr(fresh, name)["input_ids"]
+        assert getattr(again, name)["input_ids"] == getattr(fresh, name)["input_ids"]
+    # the rerun memory-maps the files written by the first call instead of tokenizing again
+    assert again.key == cached.key
+    assert all(str(tmp_path / cached.key) in f["filename"] for f in again.train.cache_files)
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_eval_splits_are_sorted_by_length(tokenized):
+    lengths = tokenized.validation["length"]
+    assert lengths == sorted(lengths, reverse=True)
+    assert tokenized.train["length"] != sorted(tokenized.train["length"], reverse=True)

@@ -1,0 +1,124 @@
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study import final, run
+from study.cli import run_main
+from study.settings import StudySettings
+
+
+def load(args):
+    storage = args[args.index("--storage") + 1]
+    return optuna.load_study(study_name="t", storage=storage)
+
+
+def finished(study):
+    return len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def test_resume_counts_finished_trials(study_args, capsys):
+    assert run_main(run.main, ["--trials", "2", *study_args]) == 0
+    assert finished(load(study_args)) == 2
+    assert run_main(run.main, ["--trials", "4", *study_args]) == 0
+    assert finished(load(study_args)) == 4
+    assert run_main(run.main, ["--trials", "4", *study_args]) == 0
+    study = load(study_args)
+    assert finished(study) == 4 and len(study.trials) == 4
+    assert "nothing to do" in capsys.readouterr().out
+    trial = study.trials[0]
+    for attr in ("variant", "trainable_params", "peak_memory_mib", "train_seconds", "train_samples_per_second", "epoch_val_accuracy"):
+        assert attr in trial.user_attrs, attr
+    assert trial.user_attrs["variant"] == "lora" and len(trial.user_attrs["epoch_val_accuracy"]) == 2
+    assert study.user_attrs["settings"]["model"] == study_args[1]
+
+
+def test_pruner_prunes_an_absurd_learning_rate(study_args):
+    storage = study_args[study_args.index("--storage") + 1]
+    study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
+    good = {"learning_rate": 1e-2, "dropout": 0.0, "lora_r": 8, "weight_decay": 0.0}
+    study.enqueue_trial(good)
+    study.enqueue_trial({**good, "dropout": 0.1})
+    study.enqueue_trial({**good, "learning_rate": 3.0})
+    assert run_main(run.main, ["--trials", "3", "--sampler", "random", *study_args]) == 0
+    trials = load(study_args).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[2].params["learning_rate"] == 3.0
+    assert len(trials[2].intermediate_values) < len(trials[0].intermediate_values)
+    assert len(trials[0].intermediate_values) == 4  # twice per epoch, two epochs
+
+
+def test_variant_all_makes_lora_r_conditional(study_args):
+    study_args = [a if a != "t" else "t" for a in study_args]
+    assert run_main(run.main, ["--trials", "6", "--variant", "all", "--pruner", "none", "--sampler", "random", *study_args]) == 0
+    trials = load(study_args).trials
+    variants = {t.params["variant"] for t in trials}
+    assert len(variants) >= 2
+    for trial in trials:
+        assert ("lora_r" in trial.params) == (trial.params["variant"] in ("lora", "qlora"))
+        assert trial.user_attrs["variant"] == trial.params["variant"]
+
+
+def test_final_writes_the_report(study_args, tmp_path):
+    assert run_main(run.main, ["--trials", "2", "--variant", "head", *study_args]) == 0
+    args = ["--storage", study_args[study_args.index("--storage") + 1], "--study-name", "t", "--output-dir", str(tmp_path / "out")]
+    assert run_main(final.main, args) == 0
+    out = tmp_path / "out" / "t" / "final"
+    report = json.loads((out / "report.json").read_text())
+    for key in ("test_accuracy", "test_macro_f1", "n_test", "best_params", "variant", "model", "per_class", "confusion_matrix",
+                "peak_memory_mib", "train_seconds"):
+        assert key in report, key
+    assert report["n_test"] == 60 and report["variant"] == "head"
+    assert sum(map(sum, report["confusion_matrix"])) == 60
+    assert set(report["per_class"]) == {"sadness", "joy", "love", "anger", "fear", "surprise"}
+    assert report["best_params"] == load(study_args).best_params
+    assert (out / "model" / "trained.safetensors").is_file()
+    assert "test accuracy" in (out / "report.md").read_text()
+    assert load(study_args).user_attrs["test_accuracy"] == report["test_accuracy"]
+
+
+def test_other_settings_under_the_same_name_are_refused(study_args, capsys):
+    assert run_main(run.main, ["--trials", "1", *study_args]) == 0
+    assert run_main(run.main, ["--trials", "2", "--variant", "head", *study_args]) == 2
+    assert "--variant: stored 'lora', given 'head'" in capsys.readouterr().err
+    assert len(load(study_args).trials) == 1
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"train.txt": "i feel fine;joy\nno separator\n"}, "train.txt:2"),
+        ({"validation.txt": "i feel fine;bored\n"}, "unknown label 'bored'"),
+        ({"test.txt": None}, "missing the test split"),
+        ({"train.txt": ""}, "holds no examples"),
+    ],
+)
+def test_bad_data_exits_2_and_writes_nothing(study_args, tmp_path, capsys, bad, message):
+    from tests.synthetic import write_txt_folder
+
+    folder = write_txt_folder(tmp_path / "bad", n_train=12, n_eval=6)
+    for name, content in bad.items():
+        (folder / name).unlink() if content is None else (folder / name).write_text(content)
+    args = list(study_args)
+    args[args.index("--data") + 1] = str(folder)
+    assert run_main(run.main, ["--trials", "2", *args]) == 2
+    assert message in capsys.readouterr().err
+    storage = args[args.index("--storage") + 1]
+    assert "t" not in optuna.get_all_study_names(storage)
+
+
+@pytest.mark.parametrize("flags,message", [(["--trials", "0"], "--trials must be positive"), (["--trials", "-3"], "must be positive")])
+def test_bad_counts_exit_2(study_args, capsys, flags, message):
+    assert run_main(run.main, [*flags, *study_args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_explains_every_setting(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("trials", "variant", "storage", "pruner", "max-train-samples", "target-modules"):
+        assert f"--{name}" in text
+    assert StudySettings().resolved_study_name() == "gpt2-lora"

@@ -1,0 +1,37 @@
+import pytest
+from safetensors.torch import load_file
+
+from emotion_core.train import TrainConfig, train
+
+# Learning rates at which each variant learns the synthetic task on the tiny model within 3 epochs.
+LEARNING_RATES = {"head": 3e-2, "lora": 1e-2, "qlora": 1e-2, "full": 3e-3}
+
+
+@pytest.mark.parametrize("variant", ["head", "lora", "qlora", "full"])
+def test_each_variant_trains_and_reports(variant, tiny_model, tokenizer, tokenized, tmp_path):
+    seen = []
+    config = TrainConfig(model=tiny_model, variant=variant, learning_rate=LEARNING_RATES[variant], epochs=3, batch_size=16)
+    result = train(config, tokenized, tokenizer, on_eval=seen.append, evaluate_test=True, save_to=tmp_path / "w")
+    assert len(seen) >= 6 and seen == result.evaluations  # at least twice per epoch
+    assert len(result.epoch_val_accuracy) == 3
+    assert result.val_accuracy == max(e.accuracy for e in seen)
+    assert result.val_accuracy > 0.4  # chance is 1/6
+    assert 0 < result.trainable_params <= result.total_params
+    assert result.train_seconds > 0 and result.train_samples_per_second > 0 and result.optimizer_steps == 45
+    assert result.test["n"] == len(tokenized.test) and 0 <= result.test["accuracy"] <= 1
+    weights = load_file(result.saved_to)
+    assert sum(t.numel() for t in weights.values()) == result.trainable_params
+
+
+def test_callback_can_stop_training(tiny_model, tokenizer, tokenized):
+    config = TrainConfig(model=tiny_model, variant="lora", epochs=3, batch_size=16)
+    result = train(config, tokenized, tokenizer, on_eval=lambda e: e.step >= 14)
+    assert result.stopped_early and result.optimizer_steps < 45
+    assert result.evaluations[-1].step == result.optimizer_steps
+
+
+def test_divergence_stops_the_run(tiny_model, tokenizer, tokenized):
+    config = TrainConfig(model=tiny_model, variant="full", learning_rate=1e6, epochs=2, batch_size=16)
+    result = train(config, tokenized, tokenizer)
+    assert result.diverged and "loss became" in result.diverged
+    assert result.optimizer_steps < 30

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from emotion_core.train import evaluate_logits
+from emotion_core.variants import ModelLoadError, ModelParams, build_model, count_parameters, load_tokenizer
+
+
+def trainable_names(model):
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def test_gpt2_tokenizer_gets_a_pad_token(tokenizer):
+    assert tokenizer.pad_token == tokenizer.eos_token and tokenizer.padding_side == "right"
+
+
+def test_head_trains_only_the_head(tiny_model, tokenizer):
+    model = build_model(tiny_model, "head", ModelParams(), tokenizer.pad_token_id)
+    assert trainable_names(model) == ["score.weight"]
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_lora_targets_peft_defaults_with_fan_in_fan_out(tiny_model, tokenizer):
+    model = build_model(tiny_model, "lora", ModelParams(lora_r=4), tokenizer.pad_token_id)
+    names = trainable_names(model)
+    assert any("c_attn.lora_A" in n for n in names) and any("score" in n for n in names)
+    assert not any("c_proj" in n or "c_fc" in n for n in names)
+    layer = model.base_model.model.transformer.h[0].attn.c_attn
+    assert layer.fan_in_fan_out is True and layer.lora_A["default"].weight.shape[0] == 4
+
+
+def test_target_modules_override(tiny_model, tokenizer):
+    model = build_model(tiny_model, "lora", ModelParams(target_modules=["c_fc"]), tokenizer.pad_token_id)
+    assert any("c_fc.lora_A" in n for n in trainable_names(model))
+    assert not any("c_attn.lora" in n for n in trainable_names(model))
+
+
+def test_qlora_quantizes_the_base_to_4bit(tiny_model, tokenizer):
+    import bitsandbytes as bnb
+
+    model = build_model(tiny_model, "qlora", ModelParams(), tokenizer.pad_token_id)
+    c_attn = model.base_model.model.transformer.h[0].attn.c_attn
+    assert isinstance(c_attn.base_layer, bnb.nn.Linear4bit)
+    assert c_attn.base_layer.weight.quant_type == "nf4" and c_attn.fan_in_fan_out is False
+    assert c_attn.base_layer.compute_dtype == torch.float32  # bf16 is ~35x slower on a CPU
+    trainable, total = count_parameters(model)
+    assert 0 < trainable < total
+
+
+def test_last_real_token_is_pooled(tiny_model, tokenizer, tokenized):
+    """A sentence gives the same logits alone as in a batch padded to a longer one."""
+    model = build_model(tiny_model, "head", ModelParams(dropout=0.0), tokenizer.pad_token_id)
+    batch = tokenized.validation.select([0, len(tokenized.validation) - 1])  # longest and shortest
+    assert batch["length"][0] > batch["length"][1]
+    together = evaluate_logits(model, batch, tokenizer)
+    alone = evaluate_logits(model, batch.select([1]), tokenizer)
+    assert torch.allclose(torch.tensor(together[1]), torch.tensor(alone[0]), atol=1e-5)
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="--model /path/to/folder"):
+        load_tokenizer(str(tmp_path / "no-model"))
