@@ -74,6 +74,7 @@ class Result:
     diverged: str | None = None  # why training was stopped as diverged (NaN or inf loss)
     test: dict | None = None  # classification_metrics on the test split, when asked for
     saved_to: str | None = None
+    resumed_from_step: int = 0  # the checkpoint step this run continued from (0: from the start)
 
     @property
     def epoch_val_accuracy(self) -> list[float]:
@@ -170,14 +171,18 @@ def train(
     *,
     evaluate_test: bool = False,
     save_to: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> Result:
     """Train ``config`` on ``data.train``, selecting on ``data.validation``.
 
     ``on_eval`` is called after each validation evaluation; returning True stops training. With
     ``evaluate_test`` the kept weights are evaluated once on ``data.test``; with ``save_to`` they are saved
-    there as safetensors. Model and GPU memory are freed before returning or raising.
+    there as safetensors. With ``checkpoint_dir`` a checkpoint is kept there at each evaluation, and a run that
+    finds one continues from it (see emotion_core.checkpoint). Model and GPU memory are freed before returning or raising.
     """
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, set_seed
+
+    from emotion_core import checkpoint
 
     set_seed(config.seed)
     model = trainer = None
@@ -186,21 +191,33 @@ def train(
         model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id)
         trainable, total = count_parameters(model)
         bf16 = use_gpu() and torch.cuda.is_bf16_supported()
+        eval_at = evaluation_steps(len(data.train), config)
+        callbacks = [_tracking_callback(model, on_eval, state, eval_at)]
+        # -- checkpoints (emotion_core.checkpoint): continue from the newest one, keep one at each evaluation
+        resume, trainer_class = None, Trainer
+        if checkpoint_dir is not None:
+            resume, progress, best_weights = checkpoint.restore(checkpoint_dir)
+            state["evaluations"] = [Evaluation(**e) for e in progress.get("evaluations", [])]
+            state["best"], state["best_weights"] = progress.get("best", -1.0), best_weights
+            callbacks.append(checkpoint.CheckpointCallback(eval_at, state))
+            trainer_class = checkpoint.CheckpointTrainer
+        resumed_from_step = checkpoint.step_of(resume) if resume else 0
+        # --
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
-            trainer = Trainer(
+            trainer = trainer_class(
                 model=model,
-                args=_training_arguments(config, scratch, bf16),
+                args=_training_arguments(config, str(checkpoint_dir or scratch), bf16),
                 train_dataset=data.train,
                 eval_dataset=data.validation,
                 data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
                 compute_metrics=_compute_metrics,
-                callbacks=[_tracking_callback(model, on_eval, state, evaluation_steps(len(data.train), config))],
+                callbacks=callbacks,
             )
             if not config.verbose:
                 trainer.remove_callback(PrinterCallback)  # it prints every log dict once the bar is off
             with PeakMemory() as memory:
                 started = time.perf_counter()
-                trainer.train()
+                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
                 train_seconds = time.perf_counter() - started
             if state["best_weights"] is not None:
                 model.load_state_dict(state["best_weights"], strict=False)
@@ -217,14 +234,15 @@ def train(
             peak_memory_mib=memory.peak_mib,
             peak_rss_mib=memory.peak_rss_mib,
             train_seconds=train_seconds,
-            train_samples_per_second=trainer.state.global_step * config.batch_size / max(train_seconds, 1e-9)
-            if trainer.state.global_step
+            train_samples_per_second=(trainer.state.global_step - resumed_from_step) * config.batch_size / max(train_seconds, 1e-9)
+            if trainer.state.global_step > resumed_from_step
             else 0.0,
             optimizer_steps=trainer.state.global_step,
             stopped_early=state["stopped_early"],
             diverged=state["diverged"],
             test=test,
             saved_to=saved_to,
+            resumed_from_step=resumed_from_step,
         )
     finally:
         del model, trainer
