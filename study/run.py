@@ -7,6 +7,7 @@ command continues up to N and does nothing when N are there already.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 
@@ -18,11 +19,8 @@ from emotion_core.variants import check_model, load_tokenizer
 from study.cli import UsageError, add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
 from study.objective import Objective
 from study.settings import StudySettings
-from study.storage import mask_url, open_storage, study_exists
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# A run gives up after this many failed trials in a row: a broken setup should not loop for ever.
-MAX_CONSECUTIVE_FAILURES = 3
+from study.storage import is_sqlite, mask_url, open_storage, recover_dead_trials, study_exists
+from study.workers import FINISHED, TrialsKeepFailing, run_trials, run_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(settings: StudySettings) -> None:
-    for name in ("trials", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "timeout"):
+    for name in ("trials", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "timeout", "workers"):
         check_positive(name, getattr(settings, name))
+    if settings.workers > 1 and is_sqlite(settings.storage):
+        raise UsageError(
+            f"--workers {settings.workers} needs storage that takes several writers, and SQLite takes one at a time "
+            "(\"database is locked\"). On this machine use a journal file: --storage storage/emotion.journal; "
+            "on one or several machines, PostgreSQL or MySQL: --storage postgresql://user@host/db or mysql+pymysql://user@host/db"
+        )
 
 
 def make_sampler(settings: StudySettings) -> optuna.samplers.BaseSampler:
@@ -109,32 +113,13 @@ class ProgressLine:
         )
 
 
-def optimize(study: optuna.Study, objective: Objective, settings: StudySettings) -> None:
-    deadline = time.monotonic() + settings.timeout if settings.timeout else None
-    stop_at_total = optuna.study.MaxTrialsCallback(settings.trials, states=FINISHED)
-    failures_in_a_row = 0
-    while (remaining := settings.trials - count_finished(study)) > 0:
-        timeout = None if deadline is None else deadline - time.monotonic()
-        if timeout is not None and timeout <= 0:
-            print(f"timeout reached with {settings.trials - remaining}/{settings.trials} trials finished")
-            return
-        before = len(study.trials)
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=timeout,
-            catch=(Exception,),
-            callbacks=[stop_at_total, ProgressLine(settings.trials)],
-            gc_after_trial=True,
-        )
-        new = study.get_trials(deepcopy=False)[before:]
-        failed = [t for t in new if t.state == TrialState.FAIL]
-        failures_in_a_row = failures_in_a_row + len(failed) if failed and len(failed) == len(new) else 0
-        if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-            reason = failed[-1].user_attrs.get("fail_reason", "see the log above")
-            raise RuntimeError(f"{failures_in_a_row} trials in a row failed; last: {reason}")
-        if not new:  # another worker finished the study, or the timeout stopped it
-            return
+def optimize(study: optuna.Study, storage, objective: Objective, settings: StudySettings) -> None:
+    """Run trials until the study holds settings.trials finished ones: here, or in settings.workers processes."""
+    deadline = time.time() + settings.timeout if settings.timeout else None
+    if settings.workers > 1:
+        run_workers(settings, deadline)
+    else:
+        run_trials(study, storage, objective, settings, [ProgressLine(settings.trials)], deadline)
 
 
 def print_summary(study: optuna.Study, settings: StudySettings) -> None:
@@ -149,6 +134,12 @@ def print_summary(study: optuna.Study, settings: StudySettings) -> None:
     storage = mask_url(settings.storage)
     print(f"dashboard: optuna-dashboard {storage}")
     print(f"final:     python -m study.final --storage {storage} --study-name {study.study_name} --output-dir {settings.output_dir}")
+
+
+def resume_command(argv: list[str] | None) -> str:
+    """The command line that resumes this run, with any storage password masked."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python -m study.run", *(shlex.quote(mask_url(a)) for a in args)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     if "settings" not in study.user_attrs:
         study.set_user_attr("settings", settings.identity())
     print(f"study {name!r} in {mask_url(settings.storage)}: {count_finished(study)}/{settings.trials} trials finished")
-    optimize(study, Objective(settings, data, tokenizer), settings)
+    for number in recover_dead_trials(study, storage):
+        print(f"trial {number} was left running by a process that died; it is retried from its last checkpoint")
+    try:
+        optimize(study, storage, Objective(settings, data, tokenizer), settings)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: a running trial is marked failed and continues from its last checkpoint "
+              f"when you resume with the same command:\n  {resume_command(argv)}", file=sys.stderr, flush=True)
+        return 130
+    except TrialsKeepFailing as error:
+        print(f"error: {error}", file=sys.stderr)
+        print_summary(study, settings)
+        return 1
     print_summary(study, settings)
     return 0
 
