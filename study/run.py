@@ -7,6 +7,7 @@ command continues up to N and does nothing when N are there already.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -20,7 +21,7 @@ from study.cli import UsageError, add_settings_arguments, check_positive, config
 from study.objective import Objective
 from study.settings import StudySettings
 from study.storage import is_sqlite, mask_url, open_storage, recover_dead_trials, study_exists
-from study.workers import FINISHED, TrialsKeepFailing, run_trials, run_workers
+from study.workers import FINISHED, TrialsKeepFailing, run_trials, run_workers, sampler_seed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         study_name=name,
         storage=storage,
         direction="maximize",
-        sampler=make_sampler(settings),
         pruner=make_pruner(settings),
         load_if_exists=True,
     )
     if "settings" not in study.user_attrs:
         study.set_user_attr("settings", settings.identity())
+    study.sampler = make_sampler(dataclasses.replace(settings, seed=sampler_seed(settings.seed, len(study.trials))))
     print(f"study {name!r} in {mask_url(settings.storage)}: {count_finished(study)}/{settings.trials} trials finished")
     for number in recover_dead_trials(study, storage):
         print(f"trial {number} was left running by a process that died; it is retried from its last checkpoint")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -30,7 +31,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A worker gives up after this many failed trials in a row: a broken setup should not loop for ever.
 MAX_CONSECUTIVE_FAILURES = 3
 POLL_S = 1.0
-INTERRUPTED = "interrupted (Ctrl-C)"
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NOT_NEEDED = "not needed: the study already had its total of finished and running trials"
 
 
@@ -39,21 +41,27 @@ class TrialsKeepFailing(RuntimeError):
 
 
 @contextmanager
-def _stop_on_first_sigint():
-    """Ctrl-C raises KeyboardInterrupt once; a second one must not break the cleanup that marks the trial failed."""
-    if threading.current_thread() is not threading.main_thread():
+def stop_on_first_signal():
+    """Ctrl-C, or SIGTERM (how a machine is preempted), raises KeyboardInterrupt once; later ones are ignored, so that
+    the cleanup that marks the trial failed runs to its end."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
 
     def handler(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for number in SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {number: signal.getsignal(number) for number in SIGNALS}
+    for number, action in previous.items():
+        if action is not signal.SIG_IGN:  # a process started to ignore it (nohup, &) keeps ignoring it
+            signal.signal(number, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, action in previous.items():
+            signal.signal(number, action)
 
 
 class _Guarded:
@@ -79,12 +87,12 @@ class _Guarded:
 
 
 def _mark_interrupted(study: optuna.Study, storage, current: int | None) -> None:
-    """After Ctrl-C: no trial of this process stays RUNNING, and the interrupted one is queued to continue from its
+    """After Ctrl-C or SIGTERM: no trial of this process stays RUNNING, and the interrupted one is queued to continue from its
     checkpoint when the command is run again."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)):
         if not runs_in_this_process(trial):
             continue
-        if trial.state == TrialState.RUNNING:  # Ctrl-C came while Optuna itself was busy with the trial
+        if trial.state == TrialState.RUNNING:  # the signal came while Optuna itself was busy with the trial
             try:
                 storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
                 storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
@@ -103,7 +111,7 @@ def run_trials(study: optuna.Study, storage, objective: Callable, settings: Stud
     after MAX_CONSECUTIVE_FAILURES failed trials in a row.
     """
     guarded = _Guarded(objective, settings.trials)
-    with _stop_on_first_sigint():
+    with stop_on_first_signal():
         _run_trials(study, storage, settings, callbacks, deadline, guarded)
 
 
@@ -141,9 +149,17 @@ def _run_trials(study, storage, settings, callbacks, deadline, guarded) -> None:
                 failures_in_a_row += 1
                 if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
                     raise TrialsKeepFailing(f"{failures_in_a_row} trials in a row failed; the last one: {reason}")
-    except KeyboardInterrupt:  # further Ctrl-C are ignored by now (_stop_on_first_sigint)
+    except KeyboardInterrupt:  # further signals are ignored by now (stop_on_first_signal)
         _mark_interrupted(study, storage, guarded.current)
         raise
+
+
+def sampler_seed(seed: int, trials_so_far: int, worker: int = 0) -> int:
+    """The sampler's seed for a worker joining a study: --seed itself for the first worker of a new study, else one
+    derived from it, so that a resumed study or a second worker does not propose the same parameters again."""
+    if trials_so_far == 0 and worker == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, trials_so_far, worker]).generate_state(1)[0])
 
 
 # -- several worker processes on this machine
@@ -172,8 +188,22 @@ def _environment(**values: str):
                 os.environ[key] = value
 
 
-def worker_process(settings: StudySettings, index: int, deadline: float | None) -> None:
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM when the command that started this worker dies (Linux): killing that command
+    stops its workers, which mark their trials as they do on Ctrl-C."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the line above
+        sys.exit(130)
+
+
+def worker_process(settings: StudySettings, index: int, deadline: float | None, parent: int) -> None:
     """Entry point of a spawned worker: open the study and run trials (exit code 130 after Ctrl-C, 1 on failure)."""
+    _stop_with_parent(parent)
     from study import run
     from study.cli import configure_logging
     from study.objective import Objective
@@ -185,13 +215,8 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None) 
     if not torch.cuda.is_available():  # share the cores instead of each worker taking them all
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     storage = open_storage(settings.storage)
-    # Each worker samples with its own seed: equal seeds would propose the same parameters in every worker.
-    study = optuna.load_study(
-        study_name=settings.resolved_study_name(),
-        storage=storage,
-        sampler=run.make_sampler(dataclasses.replace(settings, seed=settings.seed + index)),
-        pruner=run.make_pruner(settings),
-    )
+    study = optuna.load_study(study_name=settings.resolved_study_name(), storage=storage, pruner=run.make_pruner(settings))
+    study.sampler = run.make_sampler(dataclasses.replace(settings, seed=sampler_seed(settings.seed, len(study.trials), index)))
     tokenizer, data = run.prepare_data(settings)
     try:
         run_trials(study, storage, Objective(settings, data, tokenizer), settings, [run.ProgressLine(settings.trials)], deadline)
@@ -216,14 +241,16 @@ def run_workers(settings: StudySettings, deadline: float | None) -> None:
     for index in range(settings.workers):
         gpu = {"CUDA_VISIBLE_DEVICES": gpus[index % len(gpus)]} if len(gpus) > 1 else {}
         with _environment(**gpu):
-            process = context.Process(target=worker_process, args=(settings, index, deadline), name=f"worker-{index}")
+            process = context.Process(target=worker_process, args=(settings, index, deadline, os.getpid()), name=f"worker-{index}")
             process.start()
         processes.append(process)
     try:
-        for process in processes:
-            process.join()
+        with stop_on_first_signal():
+            for process in processes:
+                process.join()
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for number in SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
         for process in processes:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGINT)

@@ -1,0 +1,83 @@
+"""GPU check of a study's reliability (issue 3); needs a CUDA GPU, about a minute, no network.
+
+1. A real CUDA out-of-memory error in one trial (the allocator is capped for that trial only) fails that trial with
+   its reason, frees its memory, and the study goes on.
+2. 20 trials in one process: the peak allocated GPU memory of the last trials equals that of the first ones, and the
+   memory allocated between trials does not grow.
+
+    HF_HUB_OFFLINE=1 python scripts/gpu_reliability.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from study import run  # noqa: E402
+from study.cli import configure_logging  # noqa: E402
+from study.objective import Objective  # noqa: E402
+from study.settings import StudySettings  # noqa: E402
+from study.storage import open_storage  # noqa: E402
+from study.workers import run_trials  # noqa: E402
+from tests.synthetic import build_tiny_gpt2, write_txt_folder  # noqa: E402
+
+MIB = 2**20
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("no CUDA GPU")
+        return 2
+    folder = Path(tempfile.mkdtemp(prefix="gpu-reliability-"))
+    # 4 layers, 256 wide: big enough that its weights cannot fit in the 1 MiB the first trial is allowed.
+    model = build_tiny_gpt2(folder / "model", n_layer=4, n_embd=256)
+    data = write_txt_folder(folder / "data", n_train=480, n_eval=96)
+    settings = StudySettings(
+        trials=20, model=str(model), data=str(data), variant="lora", storage=f"sqlite:///{folder}/study.db", study_name="gpu",
+        epochs=2, batch_size=32, pruner="none", sampler="random", output_dir=str(folder / "out"),
+    )
+    configure_logging(False)
+    storage = open_storage(settings.storage)
+    study = optuna.create_study(study_name="gpu", storage=storage, direction="maximize", sampler=run.make_sampler(settings))
+    tokenizer, tokenized = run.prepare_data(settings)
+
+    baseline = torch.cuda.memory_allocated()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction((baseline + MIB) / total)  # trial 0 may allocate 1 MiB more: it OOMs
+    allocated_after = []
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        allocated_after.append(round((torch.cuda.memory_allocated() - baseline) / MIB, 2))
+
+    run_trials(study, storage, Objective(settings, tokenized, tokenizer), settings, [run.ProgressLine(settings.trials), after_trial])
+
+    first = study.trials[0]
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    peaks = [t.user_attrs["peak_memory_mib"] for t in finished]
+    print(f"\ntrial 0: {first.state.name}, fail_reason: {first.user_attrs.get('fail_reason')}")
+    print(f"allocated MiB above the start after each trial: {allocated_after}")
+    print(f"finished trials: {len(finished)}; peak allocated MiB, first 5: {peaks[:5]}, last 5: {peaks[-5:]}")
+    checks = {
+        "trial 0 failed out of GPU memory": first.state == TrialState.FAIL and "out of GPU memory" in first.user_attrs.get("fail_reason", ""),
+        "its memory was freed": allocated_after[0] <= 1.0,
+        "the study went on to 20 finished trials": len(finished) == 20,
+        # from trial 1 on: the first successful trial also allocates what CUDA libraries keep (cuBLAS workspaces)
+        "no growth between trials": max(allocated_after[1:]) - min(allocated_after[1:]) <= 1.0,
+        "last peaks within 5% of the first": statistics.median(peaks[-5:]) <= 1.05 * statistics.median(peaks[:5]),
+    }
+    for name, ok in checks.items():
+        print(f"{'ok  ' if ok else 'FAIL'} {name}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
