@@ -218,9 +218,17 @@ class TokenizedSplits:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
+    """What decides the tokens: vocabulary, merges, normalizer, special tokens. Not the truncation and padding that
+    the backend keeps from its last call, which would give one tokenizer another key after it first tokenizes."""
     digest = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    digest.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        digest.update(json.dumps(state, sort_keys=True).encode())
+    else:
+        digest.update(repr(sorted(tokenizer.get_vocab().items())).encode())
     digest.update(f"{tokenizer.pad_token}|{tokenizer.padding_side}|{type(tokenizer).__name__}".encode())
     return digest.hexdigest()[:16]
 

@@ -3,10 +3,16 @@
 ``train`` runs the HF Trainer with dynamic padding and length-grouped batches, evaluates validation accuracy
 several times per epoch and hands each evaluation to an optional callback, which may stop the run (a pruner
 does). The best evaluation's weights are restored at the end: the result is selected on validation.
+
+Fast paths: the base model is read once per process and copied for each run (``variants.fresh_base``); the head
+variant trains on the frozen base's pooled features, computed once per process (``emotion_core.features``);
+evaluation runs in batches of 4x the training batch over splits sorted by length; on a GPU, bf16 and SDPA, and
+``compile=True`` adds torch.compile.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import os
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 
 from emotion_core.data import TokenizedSplits
+from emotion_core.features import feature_splits
 from emotion_core.memory import PeakMemory
 from emotion_core.metrics import accuracy, classification_metrics, predictions_from_logits
 from emotion_core.variants import ModelParams, build_model, count_parameters, save_trained, trainable_state, use_gpu
@@ -40,6 +47,8 @@ class TrainConfig:
     evals_per_epoch: int = 2  # validation evaluations per epoch, each one a point a pruner can act on
     seed: int = 0
     target_modules: list[str] | None = None  # LoRA targets; None: peft's defaults for the model type
+    feature_cache: bool = True  # head variant: train on the frozen base's pooled features, computed once per process
+    compile: bool = False  # torch.compile the model (the compiled code is reused by later runs in the process)
     verbose: bool = False  # show the Trainer's own progress bar and logs
 
     def model_params(self) -> ModelParams:
@@ -70,6 +79,7 @@ class Result:
     train_seconds: float
     train_samples_per_second: float
     optimizer_steps: int
+    setup_seconds: float = 0.0  # getting the model ready: a copy of the loaded base, or the head's features
     stopped_early: bool = False  # the on_eval callback asked to stop
     diverged: str | None = None  # why training was stopped as diverged (NaN or inf loss)
     test: dict | None = None  # classification_metrics on the test split, when asked for
@@ -87,7 +97,7 @@ class Result:
 OnEval = Callable[[Evaluation], bool | None]
 
 
-def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool):
+def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool, compile_model: bool):
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -106,6 +116,9 @@ def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool):
         bf16=bf16,
         use_cpu=not use_gpu(),
         train_sampling_strategy="group_by_length",
+        # The collators drop the ``length`` column; the samplers need it (the Trainer would drop it before them).
+        remove_unused_columns=False,
+        torch_compile=compile_model,
         label_names=["labels"],
         disable_tqdm=not config.verbose,
         log_level="info" if config.verbose else "error",
@@ -158,6 +171,46 @@ def _tracking_callback(model, on_eval: OnEval | None, state: dict, eval_at: set[
     return Tracker()
 
 
+def _without_length(collate: Callable) -> Callable:
+    def collate_rows(rows: list[dict]) -> dict:
+        return collate([{k: v for k, v in row.items() if k != "length"} for row in rows])
+
+    return collate_rows
+
+
+@functools.cache
+def _trainer_class():
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class LengthGroupedTrainer(Trainer):
+        """The Trainer, with length-grouped training batches whose lengths come from the ``length`` column read once
+        (the Trainer reads a datasets Column row by row: seconds per epoch), and evaluation in the split's own order,
+        which is longest first."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedSampler(batch, lengths=dataset["length"][:])
+
+        def _get_eval_sampler(self, eval_dataset):
+            return SequentialSampler(eval_dataset)
+
+    return LengthGroupedTrainer
+
+
+def _allow_recompiles() -> None:
+    """Each run is a new model object and LoRA's rank changes shapes: let torch.compile keep more compiled variants
+    than its default 8 before it falls back to eager."""
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
+            break
+
+
 def _compute_metrics(prediction) -> dict:
     return {"accuracy": accuracy(prediction.label_ids, predictions_from_logits(prediction.predictions))}
 
@@ -177,24 +230,40 @@ def train(
     ``evaluate_test`` the kept weights are evaluated once on ``data.test``; with ``save_to`` they are saved
     there as safetensors. Model and GPU memory are freed before returning or raising.
     """
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, set_seed
+    from transformers import DataCollatorWithPadding, PrinterCallback, default_data_collator, set_seed
 
     set_seed(config.seed)
     model = trainer = None
     state: dict = {"evaluations": [], "best": -1.0, "best_weights": None, "stopped_early": False, "diverged": None}
     try:
-        model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id)
-        trainable, total = count_parameters(model)
+        setup_started = time.perf_counter()
+        features = None
+        if config.variant == "head" and config.feature_cache:
+            eval_batch = config.eval_batch_size or 4 * config.batch_size
+            features = feature_splits(config.model, data, tokenizer, with_test=evaluate_test, batch_size=eval_batch)
+        if features is not None:
+            # The same head, init and batches as the head on the full model, on vectors instead of sentences.
+            model = features.head.build(config.dropout, config.seed)
+            splits, collate = features, default_data_collator
+            trainable, total = count_parameters(model)[0], features.head.total_params
+        else:
+            model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id, seed=config.seed)
+            splits, collate = data, DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+            trainable, total = count_parameters(model)
+        setup_seconds = time.perf_counter() - setup_started
         bf16 = use_gpu() and torch.cuda.is_bf16_supported()
+        compile_model = config.compile and features is None
+        if compile_model:
+            _allow_recompiles()
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
-            trainer = Trainer(
+            trainer = _trainer_class()(
                 model=model,
-                args=_training_arguments(config, scratch, bf16),
-                train_dataset=data.train,
-                eval_dataset=data.validation,
-                data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+                args=_training_arguments(config, scratch, bf16, compile_model),
+                train_dataset=splits.train,
+                eval_dataset=splits.validation,
+                data_collator=_without_length(collate),
                 compute_metrics=_compute_metrics,
-                callbacks=[_tracking_callback(model, on_eval, state, evaluation_steps(len(data.train), config))],
+                callbacks=[_tracking_callback(model, on_eval, state, evaluation_steps(len(splits.train), config))],
             )
             if not config.verbose:
                 trainer.remove_callback(PrinterCallback)  # it prints every log dict once the bar is off
@@ -206,7 +275,7 @@ def train(
                 model.load_state_dict(state["best_weights"], strict=False)
             test = None
             if evaluate_test and not state["diverged"]:
-                prediction = trainer.predict(data.test)
+                prediction = trainer.predict(splits.test)
                 test = classification_metrics(prediction.label_ids, predictions_from_logits(prediction.predictions))
             saved_to = str(save_trained(model, save_to)) if save_to is not None else None
         return Result(
@@ -221,6 +290,7 @@ def train(
             if trainer.state.global_step
             else 0.0,
             optimizer_steps=trainer.state.global_step,
+            setup_seconds=setup_seconds,
             stopped_early=state["stopped_early"],
             diverged=state["diverged"],
             test=test,
@@ -245,10 +315,12 @@ def evaluate_logits(model, dataset, tokenizer, batch_size: int = 128) -> np.ndar
 
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     device = next(model.parameters()).device
+    # A bf16 base with float32 trained weights needs autocast, as in training.
+    bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())
     model.eval()
     outputs = []
     columns = [c for c in ("input_ids", "attention_mask") if c in dataset.column_names]
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(dataset), batch_size):
             batch = collator([{c: row[c] for c in columns} for row in dataset.select(range(start, min(start + batch_size, len(dataset))))])
             outputs.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy())

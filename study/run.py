@@ -52,6 +52,8 @@ def make_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if settings.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner()
+    if settings.pruner == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=0)
     # Two finished trials give a median; each trial reports twice per epoch, so the first report can already prune.
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 

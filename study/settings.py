@@ -36,6 +36,7 @@ class StudySettings:
     max_eval_samples: int | None = field(default=None, metadata=_help("validate on a seeded subset of this many sentences (budget runs)"))
     timeout: float | None = field(default=None, metadata=_help("stop starting new trials after this many seconds"))
     target_modules: list[str] | None = field(default=None, metadata=_help("LoRA target modules (default: peft's for the model type)", nargs="+"))
+    compile: bool = field(default=False, metadata=_help("torch.compile the model (GPU; compiled once per process, reused by later trials)"))
     output_dir: str = field(default="storage", metadata=_help("folder for caches and each study's outputs (<output-dir>/<study>/...)"))
     verbose: bool = field(default=False, metadata=_help("show the Trainer's progress bars and library logs"))
 
@@ -63,6 +64,7 @@ class StudySettings:
             batch_size=self.batch_size,
             seed=self.seed,
             target_modules=self.target_modules,
+            compile=self.compile,
             verbose=self.verbose,
             **{k: v for k, v in params.items() if k in known and k != "variant"},
         )
