@@ -201,13 +201,16 @@ def _trainer_class():
 
 
 def _allow_recompiles() -> None:
-    """Each run is a new model object and LoRA's rank changes shapes: let torch.compile keep more compiled variants
-    than its default 8 before it falls back to eager."""
+    """Later runs in the process reuse the compiled code. LoRA's rank changes weight shapes: let a second rank make them
+    dynamic instead of compiling once per rank, and keep more variants than the default 8 before falling back to eager."""
     import torch._dynamo
 
+    config = torch._dynamo.config
+    if hasattr(config, "force_parameter_static_shapes"):
+        config.force_parameter_static_shapes = False
     for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), 64))
             break
 
 

@@ -132,6 +132,8 @@ def load_base(name: str, variant: str, pad_token_id: int) -> nn.Module:
     except Exception as error:
         raise _load_error("model", name, error) from None
     model.config.pad_token_id = pad_token_id
+    # Set now rather than by the first forward pass, which would make torch.compile compile the model twice.
+    model.config.problem_type = "single_label_classification"
     return model
 
 

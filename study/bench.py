@@ -33,6 +33,7 @@ from study.settings import StudySettings
 PARTS = ("throughput", "head", "pruning")
 # The naive notebook's settings (the issue's baseline).
 NAIVE_BATCH = 16
+TRIAL_EPOCHS = StudySettings().epochs  # a study's trial, for judging whether compiling pays
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int, default=defaults.batch_size, help="the project's training batch size (default: %(default)s)")
     add("--learning-rate", type=float, default=TrainConfig.learning_rate, help="learning rate of the throughput trials (default: %(default)s)")
     add("--compile", action="store_true", help="the project's trials use torch.compile")
+    add("--compare-compile", action="store_true", help="also run the project's trials compiled, and say whether compiling pays")
     add("--repeats", type=int, default=1, help="project trials in a row in one process: the first pays for compiling (default: %(default)s)")
     add("--trial-epochs", type=float, default=defaults.epochs, help="epochs of the head and pruning trials (default: %(default)s)")
     add("--head-learning-rate", type=float, default=1e-3, help="learning rate of the head trials (default: %(default)s)")
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--pruner", default=defaults.pruner, choices=("median", "percentile", "hyperband"), help="the pruner to compare with none (default: %(default)s)")
     add("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default: all)")
     add("--seed", type=int, default=0, help="seed of the subsets, training and the sampler (default: %(default)s)")
+    add("--threads", type=int, default=None, help="CPU threads of torch, for both sides (default: torch's own choice)")
     add("--output-dir", default=defaults.output_dir, help="folder of the tokenization cache (default: %(default)s)")
     add("--json", type=Path, default=None, help="write the numbers to this JSON file")
     add("--verbose", action="store_true", help="library logs and progress bars")
@@ -132,16 +135,14 @@ def throughput(args: argparse.Namespace, report: dict) -> None:
     fresh_base(settings.model, args.variant, tokenizer.pad_token_id)
     setup = time.perf_counter() - started
     trained = len(data.train) * args.epochs
-    project = []
-    for repeat in range(args.repeats):
-        say(f"throughput: project trial {repeat + 1}/{args.repeats} ({len(data.train)} sentences x {args.epochs:g} epochs, "
-            f"batch {args.batch_size}{', compiled' if args.compile else ''})")
-        with PeakMemory() as memory:
-            started = time.perf_counter()
-            result = train(settings.train_config(params), data, tokenizer)
-            seconds = time.perf_counter() - started
-        project.append({"seconds": seconds, "peak_memory_mib": memory.peak_mib, "val_accuracy": result.val_accuracy})
-        say(f"  {seconds:.1f}s, {trained / seconds:.1f} samples/s, val_acc={result.val_accuracy:.4f}")
+    project = project_trials(args, settings, params, data, tokenizer, args.repeats)
+    compiled = None
+    if args.compare_compile:
+        try:
+            compiled = project_trials(args, replace(settings, compile=True), params, data, tokenizer, max(2, args.repeats))
+        except Exception as error:  # a failed compile is a finding, not a reason to lose the other numbers
+            report["compile_error"] = f"{type(error).__name__}: {str(error)[:500]}"
+            say(f"  compiling failed: {report['compile_error']}")
     say(f"throughput: naive trial (padding to {MAX_LENGTH}, fp32, batch {NAIVE_BATCH}, load and tokenize per trial)")
     naive = naive_trial(args, params)
     say(f"  {naive['seconds']:.1f}s, {trained / naive['seconds']:.1f} samples/s")
@@ -162,6 +163,44 @@ def throughput(args: argparse.Namespace, report: dict) -> None:
     )
     say(f"throughput: naive {report['naive_samples_per_s']:.1f} samples/s, project {report['project_samples_per_s']:.1f} "
         f"samples/s: speedup {report['speedup']:.1f}x")
+    if compiled:
+        report.update(compile_report(args, project, compiled, naive["seconds"]))
+        say(f"compile: trials {', '.join(f'{c:.1f}s' for c in report['compiled_trial_s'])} compiled against "
+            f"{project[-1]['seconds']:.1f}s plain; a {TRIAL_EPOCHS:g}-epoch trial that compiles "
+            f"{'pays' if report['compile_pays_for_first_trial'] else 'does not pay'}")
+
+
+def project_trials(args, settings: StudySettings, params: dict, data, tokenizer, repeats: int) -> list[dict]:
+    trained = len(data.train) * args.epochs
+    trials = []
+    for repeat in range(repeats):
+        say(f"throughput: project trial {repeat + 1}/{repeats} ({len(data.train)} sentences x {args.epochs:g} epochs, "
+            f"batch {settings.batch_size}{', compiled' if settings.compile else ''})")
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            result = train(settings.train_config(params), data, tokenizer)
+            seconds = time.perf_counter() - started
+        trials.append({"seconds": seconds, "peak_memory_mib": memory.peak_mib, "val_accuracy": result.val_accuracy})
+        say(f"  {seconds:.1f}s, {trained / seconds:.1f} samples/s, val_acc={result.val_accuracy:.4f}")
+    return trials
+
+
+def compile_report(args, plain: list[dict], compiled: list[dict], naive_seconds: float) -> dict:
+    """Compiling costs once per process (the first compiled trial) and saves on every epoch after: does a study's
+    first trial of TRIAL_EPOCHS epochs already earn it back, and how many epochs does it take?"""
+    plain_epoch = plain[-1]["seconds"] / args.epochs
+    compiled_epoch = compiled[-1]["seconds"] / args.epochs
+    overhead = compiled[0]["seconds"] - compiled[-1]["seconds"]
+    saving = plain_epoch - compiled_epoch
+    return {
+        "compiled_trial_s": [c["seconds"] for c in compiled],
+        "compiled_epoch_s": compiled_epoch,
+        "compiled_speedup": naive_seconds / compiled[-1]["seconds"],
+        "compiled_peak_memory_mib": compiled[-1]["peak_memory_mib"],
+        "compile_overhead_s": overhead,
+        "compile_break_even_epochs": overhead / saving if saving > 0 else None,
+        "compile_pays_for_first_trial": overhead + TRIAL_EPOCHS * compiled_epoch < TRIAL_EPOCHS * plain_epoch,
+    }
 
 
 def head(args: argparse.Namespace, report: dict) -> None:
@@ -243,8 +282,10 @@ def pruning(args: argparse.Namespace, report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    for name in ("max_train_samples", "max_eval_samples", "epochs", "batch_size", "repeats", "trial_epochs", "trials"):
+    for name in ("max_train_samples", "max_eval_samples", "epochs", "batch_size", "repeats", "trial_epochs", "trials", "threads"):
         check_positive(name, getattr(args, name))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.json is not None and not args.json.parent.exists():
         raise UsageError(f"--json: folder {args.json.parent} does not exist")
     report: dict = {
