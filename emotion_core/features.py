@@ -95,24 +95,37 @@ class HeadShape:
 
 @dataclass
 class FeatureSplits:
-    """Pooled features of each split (``features``, ``label``, ``length`` columns); ``test`` only when asked for."""
+    """Pooled features of each split; ``test`` only when asked for."""
 
-    train: Dataset
-    validation: Dataset
-    test: Dataset | None
+    train: FeatureDataset
+    validation: FeatureDataset
+    test: FeatureDataset | None
     head: HeadShape
     seconds: float  # spent computing them now (0 when all came from this process's cache)
 
 
 # Computed once per process. Keys: (model, data key, dtype) for the head, plus the split name for features.
 _HEADS: dict[tuple, HeadShape | None] = {}
-_FEATURES: dict[tuple, Dataset] = {}
+_FEATURES: dict[tuple, FeatureDataset] = {}
 
 
-def _as_dataset(features: np.ndarray, split: Dataset) -> Dataset:
-    # ``length`` stays so that the Trainer groups and orders batches as it does for token batches.
-    dataset = Dataset.from_dict({"features": features, "label": split["label"], "length": split["length"]})
-    return dataset.with_format("torch", columns=["features", "label"], output_all_columns=True)
+class FeatureDataset(torch.utils.data.Dataset):
+    """Pooled features and labels as tensors in memory: rows are tensor slices, not Arrow reads (a head step takes
+    about a millisecond, so reading rows from Arrow would take most of it)."""
+
+    def __init__(self, features: np.ndarray, split: Dataset):
+        self.features = torch.from_numpy(features)
+        self.labels = torch.tensor(split["label"][:], dtype=torch.long)
+        self.lengths = list(split["length"][:])  # the samplers group and order rows as they do for token rows
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"features": self.features[index], "labels": self.labels[index]}
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        return [{"features": self.features[i], "labels": self.labels[i]} for i in indices]
 
 
 def feature_splits(
@@ -141,7 +154,7 @@ def feature_splits(
             model.to("cuda")
         for split in missing:
             dataset = getattr(data, split)
-            _FEATURES[(*key, split)] = _as_dataset(pooled_features(model, dataset, tokenizer, batch_size), dataset)
+            _FEATURES[(*key, split)] = FeatureDataset(pooled_features(model, dataset, tokenizer, batch_size), dataset)
         del model
     return FeatureSplits(
         train=_FEATURES[(*key, "train")],

@@ -192,7 +192,8 @@ def _trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return LengthGroupedSampler(batch, lengths=dataset["length"][:])
+            lengths = dataset.lengths if hasattr(dataset, "lengths") else dataset["length"][:]  # features or tokens
+            return LengthGroupedSampler(batch, lengths=lengths)
 
         def _get_eval_sampler(self, eval_dataset):
             return SequentialSampler(eval_dataset)

@@ -134,6 +134,7 @@ def throughput(args: argparse.Namespace, report: dict) -> None:
     tokenizer, data = prepare_data(settings)
     fresh_base(settings.model, args.variant, tokenizer.pad_token_id)
     setup = time.perf_counter() - started
+    warm_up(settings, params, data, tokenizer)
     trained = len(data.train) * args.epochs
     project = project_trials(args, settings, params, data, tokenizer, args.repeats)
     compiled = None
@@ -168,6 +169,16 @@ def throughput(args: argparse.Namespace, report: dict) -> None:
         say(f"compile: trials {', '.join(f'{c:.1f}s' for c in report['compiled_trial_s'])} compiled against "
             f"{project[-1]['seconds']:.1f}s plain; a {TRIAL_EPOCHS:g}-epoch trial that compiles "
             f"{'pays' if report['compile_pays_for_first_trial'] else 'does not pay'}")
+
+
+def warm_up(settings: StudySettings, params: dict, data, tokenizer) -> None:
+    """One optimizer step on a few sentences: the libraries' first-use costs (lazy imports, first kernels) are paid
+    here, by neither side of the comparison."""
+    rows = min(settings.batch_size, len(data.train))
+    small = replace(data, train=data.train.select(range(rows)), validation=data.validation.select(range(min(8, len(data.validation)))),
+                    key=f"{data.key}-warm-up")  # another key: the head's feature cache must not take these for the data
+    say("throughput: warm-up (one step on a few sentences)")
+    train(replace(settings.train_config(params), compile=False), small, tokenizer)
 
 
 def project_trials(args, settings: StudySettings, params: dict, data, tokenizer, repeats: int) -> list[dict]:

@@ -58,8 +58,8 @@ def test_features_are_computed_once_per_process(tiny_model, tokenizer, tokenized
     again = feature_splits(tiny_model, tokenized, tokenizer, with_test=True)
     assert first.seconds > 0 and again.train is first.train and first.test is None and len(again.test) == len(tokenized.test)
     assert feature_splits(tiny_model, tokenized, tokenizer, with_test=True).seconds == 0.0
-    assert again.train[:]["features"].shape == (len(tokenized.train), 32)
-    assert again.validation["length"][:] == tokenized.validation["length"][:]
+    assert again.train.features.shape == (len(tokenized.train), 32)
+    assert again.validation.lengths == tokenized.validation["length"][:]
 
 
 def test_base_is_read_once_and_each_copy_is_fresh(tiny_model, tokenizer):
