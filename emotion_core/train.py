@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from emotion_core.data import TokenizedSplits
-from emotion_core.memory import PeakMemory
+from emotion_core.memory import MIB, PeakMemory
 from emotion_core.metrics import accuracy, classification_metrics, predictions_from_logits
 from emotion_core.variants import ModelParams, build_model, count_parameters, save_trained, trainable_state, use_gpu
 
@@ -74,6 +74,7 @@ class Result:
     diverged: str | None = None  # why training was stopped as diverged (NaN or inf loss)
     test: dict | None = None  # classification_metrics on the test split, when asked for
     saved_to: str | None = None
+    weights_mib: float | None = None  # the model's weights and buffers (get_memory_footprint): 4-bit for qlora
 
     @property
     def epoch_val_accuracy(self) -> list[float]:
@@ -185,6 +186,7 @@ def train(
     try:
         model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id)
         trainable, total = count_parameters(model)
+        weights_mib = model.get_memory_footprint() / MIB
         bf16 = use_gpu() and torch.cuda.is_bf16_supported()
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
             trainer = Trainer(
@@ -225,6 +227,7 @@ def train(
             diverged=state["diverged"],
             test=test,
             saved_to=saved_to,
+            weights_mib=weights_mib,
         )
     finally:
         del model, trainer
