@@ -136,14 +136,21 @@ def publish(study: optuna.Study, settings: StudySettings, report: dict, files: l
     """What the dashboard shows: the report as the study's note, the files in Optuna's artifact store."""
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
     from optuna_dashboard import save_note
+    from optuna_dashboard.artifact import get_artifact_path
 
     settings.artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(settings.artifact_dir))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ids = [upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study) for path in files]
-    listing = "\n".join(f"- `{path.name}` (artifact `{artifact_id}`)" for path, artifact_id in zip(files, ids))
-    save_note(study, report_markdown(report) + f"\nUploaded to the artifact store `{settings.artifact_dir}`:\n\n{listing}\n")
+    # The dashboard serves each artifact at get_artifact_path: the note links the files and shows the image.
+    links = [f"- [{path.name}]({get_artifact_path(study, artifact_id)})" for path, artifact_id in zip(files, ids)]
+    images = [f"![{path.stem}]({get_artifact_path(study, i)})" for path, i in zip(files, ids) if path.suffix == ".png"]
+    save_note(
+        study,
+        report_markdown(report) + "\n" + "\n".join(images)
+        + f"\n\nIn the artifact store `{settings.artifact_dir}` (optuna-dashboard --artifact-dir):\n\n" + "\n".join(links) + "\n",
+    )
     study.set_user_attr("test_accuracy", report["test_accuracy"])
     study.set_user_attr("test_macro_f1", report["test_macro_f1"])
     study.set_user_attr("final_trial", report["best_trial"])

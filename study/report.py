@@ -22,7 +22,7 @@ from study.progress import params_text, state_counts
 from study.settings import StudySettings
 from study.storage import mask_url, open_storage
 
-# fANOVA on fewer completed trials says more about the noise than about the parameters.
+# Importances from fewer completed trials say more about the noise than about the parameters.
 MIN_TRIALS_FOR_IMPORTANCE = 5
 MEMORY_ATTR = "peak_memory_mib"
 PARETO_TARGETS = ["val accuracy", "peak memory (MiB)"]

@@ -88,7 +88,9 @@ def test_dashboard_shows_trials_attrs_note_and_artifacts(dashboard, finished_stu
     weights = Path(report["weights"])
     assert {"confusion_matrix.png", "report.json", weights.name} <= set(artifacts)
     assert artifacts["confusion_matrix.png"]["mimetype"] == "image/png"
-    with urllib.request.urlopen(f"{dashboard}/artifacts/{study['study_id']}/{artifacts['confusion_matrix.png']['artifact_id']}") as image:
+    image_path = f"/artifacts/{study['study_id']}/{artifacts['confusion_matrix.png']['artifact_id']}"
+    assert f"]({image_path})" in note  # the note shows the image the dashboard serves
+    with urllib.request.urlopen(f"{dashboard}{image_path}") as image:
         assert image.read(8) == b"\x89PNG\r\n\x1a\n"
     with urllib.request.urlopen(f"{dashboard}/artifacts/{study['study_id']}/{artifacts[weights.name]['artifact_id']}") as served:
         assert served.read() == weights.read_bytes()
