@@ -18,6 +18,7 @@ from datasets import Dataset
 from torch import nn
 
 from emotion_core.data import TokenizedSplits
+from emotion_core.memory import MIB
 from emotion_core.variants import base_dtype, count_parameters, draw_linear, fresh_base, head_module, model_key
 
 
@@ -85,6 +86,7 @@ class HeadShape:
     bias: bool
     initializer_range: float
     total_params: int
+    weights_mib: float  # the full model's get_memory_footprint()
 
     def build(self, dropout: float, seed: int) -> FeatureHead:
         """The head to train, drawn from ``seed`` exactly as :func:`variants.reset_head` draws the model's."""
@@ -149,6 +151,7 @@ def feature_splits(
         _HEADS[key] = HeadShape(
             name=name, in_features=head.in_features, out_features=head.out_features, bias=head.bias is not None,
             initializer_range=getattr(model.config, "initializer_range", 0.02), total_params=count_parameters(model)[1],
+            weights_mib=model.get_memory_footprint() / MIB,
         )
         if torch.cuda.is_available():
             model.to("cuda")

@@ -26,7 +26,7 @@ import torch
 
 from emotion_core.data import TokenizedSplits
 from emotion_core.features import feature_splits
-from emotion_core.memory import PeakMemory
+from emotion_core.memory import MIB, PeakMemory
 from emotion_core.metrics import accuracy, classification_metrics, predictions_from_logits
 from emotion_core.variants import ModelParams, build_model, count_parameters, save_trained, trainable_state, use_gpu
 
@@ -84,6 +84,7 @@ class Result:
     diverged: str | None = None  # why training was stopped as diverged (NaN or inf loss)
     test: dict | None = None  # classification_metrics on the test split, when asked for
     saved_to: str | None = None
+    weights_mib: float | None = None  # the model's weights and buffers (get_memory_footprint): 4-bit for qlora
 
     @property
     def epoch_val_accuracy(self) -> list[float]:
@@ -250,10 +251,12 @@ def train(
             model = features.head.build(config.dropout, config.seed)
             splits, collate = features, default_data_collator
             trainable, total = count_parameters(model)[0], features.head.total_params
+            weights_mib = features.head.weights_mib  # the frozen base the features come from
         else:
             model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id, seed=config.seed)
             splits, collate = data, DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
             trainable, total = count_parameters(model)
+            weights_mib = model.get_memory_footprint() / MIB
         setup_seconds = time.perf_counter() - setup_started
         bf16 = use_gpu() and torch.cuda.is_bf16_supported()
         compile_model = config.compile and features is None
@@ -299,6 +302,7 @@ def train(
             diverged=state["diverged"],
             test=test,
             saved_to=saved_to,
+            weights_mib=weights_mib,
         )
     finally:
         del model, trainer

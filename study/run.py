@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -17,6 +18,8 @@ from emotion_core.data import TokenizedSplits, load_splits, tokenize_splits
 from emotion_core.variants import check_model, load_tokenizer
 from study.cli import UsageError, add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
 from study.objective import Objective
+from study.progress import Progress, params_text, state_counts, values_text
+from study.report import pareto_front, pick_trial
 from study.settings import StudySettings
 from study.storage import mask_url, open_storage, study_exists
 
@@ -67,6 +70,8 @@ def check_stored_settings(storage, settings: StudySettings) -> None:
     if stored is None:
         return
     current = settings.identity()
+    # A setting added after the study was made (objective) has its default there.
+    stored = {**StudySettings().identity(), **stored}
     differences = [f"--{k.replace('_', '-')}: stored {stored.get(k)!r}, given {current[k]!r}" for k in current if stored.get(k) != current[k]]
     if differences:
         raise UsageError(
@@ -89,28 +94,6 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-class ProgressLine:
-    """One line per finished trial: its state and value, the best so far, and how far the study is."""
-
-    def __init__(self, total: int):
-        self.total = total
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        finished = count_finished(study)
-        value = f"{trial.value:.4f}" if trial.value is not None else "-"
-        try:
-            best = f"{study.best_value:.4f}"
-        except ValueError:
-            best = "-"
-        seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        reason = trial.user_attrs.get("fail_reason", "")
-        print(
-            f"trial {trial.number:>3} {trial.state.name:<8} val_acc={value} best={best} {seconds:6.1f}s "
-            f"[{finished}/{self.total} finished] {trial.params}" + (f" ({reason})" if reason else ""),
-            flush=True,
-        )
-
-
 def optimize(study: optuna.Study, objective: Objective, settings: StudySettings) -> None:
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     stop_at_total = optuna.study.MaxTrialsCallback(settings.trials, states=FINISHED)
@@ -126,7 +109,7 @@ def optimize(study: optuna.Study, objective: Objective, settings: StudySettings)
             n_trials=remaining,
             timeout=timeout,
             catch=(Exception,),
-            callbacks=[stop_at_total, ProgressLine(settings.trials)],
+            callbacks=[stop_at_total, *([objective.progress] if objective.progress else [])],
             gc_after_trial=True,
         )
         new = study.get_trials(deepcopy=False)[before:]
@@ -140,17 +123,24 @@ def optimize(study: optuna.Study, objective: Objective, settings: StudySettings)
 
 
 def print_summary(study: optuna.Study, settings: StudySettings) -> None:
-    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
-    print(", ".join(f"{n} {k}" for k, n in counts.items() if n))
-    try:
-        best = study.best_trial
-    except ValueError:
+    """Counts, the best trial (the Pareto front for accuracy,memory) and the commands that come next."""
+    print(", ".join(f"{n} {state}" for state, n in state_counts(study).items()))
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         print("no trial completed")
         return
-    print(f"best trial {best.number}: val_acc={best.value:.4f} {best.params}")
+    chosen = pick_trial(study)
+    if settings.multi_objective:
+        print("Pareto front (accuracy vs peak memory):")
+        for trial in pareto_front(study):
+            print(f"  trial {trial.number:>3} {trial.user_attrs.get('variant', '-'):<6} {values_text(trial)} {params_text(trial.params)}")
+        print(f"study.final retrains trial {chosen.number}, the front's most accurate (pass --trial N for another)")
+    else:
+        print(f"best trial {chosen.number}: {values_text(chosen)} peak={chosen.user_attrs.get('peak_memory_mib', '-')} MiB {params_text(chosen.params)}")
     storage = mask_url(settings.storage)
-    print(f"dashboard: optuna-dashboard {storage}")
-    print(f"final:     python -m study.final --storage {storage} --study-name {study.study_name} --output-dir {settings.output_dir}")
+    where = f"--storage {storage} --study-name {study.study_name}"
+    print(f"dashboard: optuna-dashboard {storage} --artifact-dir {settings.artifact_dir}")
+    print(f"report:    python -m study.report {where}")
+    print(f"final:     python -m study.final {where} --output-dir {settings.output_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,15 +159,22 @@ def main(argv: list[str] | None = None) -> int:
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        direction="maximize",
+        directions=settings.directions,
         sampler=make_sampler(settings),
         pruner=make_pruner(settings),
         load_if_exists=True,
     )
     if "settings" not in study.user_attrs:
         study.set_user_attr("settings", settings.identity())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(settings.metric_names)
     print(f"study {name!r} in {mask_url(settings.storage)}: {count_finished(study)}/{settings.trials} trials finished")
-    optimize(study, Objective(settings, data, tokenizer), settings)
+    progress = Progress(study, settings.trials)
+    try:
+        optimize(study, Objective(settings, data, tokenizer, progress), settings)
+    finally:
+        progress.close()
     print_summary(study, settings)
     return 0
 
