@@ -50,7 +50,7 @@ run() {
     local out=${OUT:-/tmp/gpu-bench-out} python3=${PYTHON:-python3} train=16000 eval=2000
     if [ "${DRY_RUN:-0}" = 1 ]; then train=64 eval=32; fi
     mkdir -p "$out"
-    python3() { "$python3" "$@"; }
+    python3() { command "$python3" "$@"; }
     if [ "${DRY_RUN:-0}" != 1 ]; then  # the wheels are for the GPU machine's Python 3.12
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     fi

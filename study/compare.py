@@ -188,9 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     del data
     # A fresh process per variant, so that its peak memory is its own. Each is forked from a server process that has
-    # imported the libraries and done nothing else: clean memory, and the imports are paid once.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["transformers", "peft", "emotion_core.train", "study.run"])
+    # imported the libraries and done nothing else: clean memory, and the imports are paid once. On a GPU the
+    # preloaded imports (peft imports bitsandbytes) start CUDA, which a forked child cannot use: spawn there.
+    if torch.cuda.is_available():
+        context = multiprocessing.get_context("spawn")
+    else:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["transformers", "peft", "emotion_core.train", "study.run"])
     for variant in args.variants:
         print(f"{variant}: training with {DEFAULT_PARAMS[variant]} ...", flush=True)
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
