@@ -248,6 +248,15 @@ def _tokenize(splits: Splits, tokenizer, max_length: int) -> DatasetDict:
     return DatasetDict(result)
 
 
+def padding_collator(tokenizer):
+    """Pads each batch to its longest sentence: to a multiple of 8 on a GPU (tensor-core tiles, and fewer shapes for
+    torch.compile), exactly on a CPU, where the rounding would only add work (about 15% more tokens on this data)."""
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+
+
 def tokenize_splits(
     splits: Splits, tokenizer, *, cache_dir: str | os.PathLike | None = None, max_length: int = MAX_LENGTH
 ) -> TokenizedSplits:

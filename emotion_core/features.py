@@ -17,8 +17,12 @@ import torch
 from datasets import Dataset
 from torch import nn
 
+<<<<<<< HEAD
 from emotion_core.data import TokenizedSplits
 from emotion_core.memory import MIB
+=======
+from emotion_core.data import TokenizedSplits, padding_collator
+>>>>>>> issue4
 from emotion_core.variants import base_dtype, count_parameters, draw_linear, fresh_base, head_module, model_key
 
 
@@ -53,14 +57,12 @@ def pooled_features(model: nn.Module, dataset: Dataset, tokenizer, batch_size: i
     """The input of ``model``'s head for each row of ``dataset``, pooled as the model pools, in the dataset's order.
 
     The head is swapped for an identity, so the model's own pooling picks the vector; batches go longest first."""
-    from transformers import DataCollatorWithPadding
-
     name, head = head_module(model)
     setattr(model, name, nn.Identity())
     try:
         model.eval()
         device = next(model.parameters()).device
-        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+        collator = padding_collator(tokenizer)
         order = np.argsort(-np.asarray(dataset["length"]), kind="stable")
         columns = dataset.select_columns(["input_ids", "attention_mask"])
         out = np.zeros((len(dataset), head.in_features), dtype=np.float32)

@@ -1,8 +1,8 @@
 """The training objective: one config in, validation (and optionally test) metrics out.
 
-``train`` runs the HF Trainer with dynamic padding and length-grouped batches, evaluates validation accuracy
-several times per epoch and hands each evaluation to an optional callback, which may stop the run (a pruner
-does). The best evaluation's weights are restored at the end: the result is selected on validation.
+``train`` runs the HF Trainer with dynamic padding (``data.padding_collator``) and length-grouped batches, evaluates
+validation accuracy several times per epoch and hands each evaluation to an optional callback, which may stop the run
+(a pruner does). The best evaluation's weights are restored at the end: the result is selected on validation.
 
 Fast paths: the base model is read once per process and copied for each run (``variants.fresh_base``); the head
 variant trains on the frozen base's pooled features, computed once per process (``emotion_core.features``);
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from emotion_core.data import TokenizedSplits
+from emotion_core.data import TokenizedSplits, padding_collator
 from emotion_core.features import feature_splits
 from emotion_core.memory import MIB, PeakMemory
 from emotion_core.metrics import accuracy, classification_metrics, predictions_from_logits
@@ -235,7 +235,7 @@ def train(
     ``evaluate_test`` the kept weights are evaluated once on ``data.test``; with ``save_to`` they are saved
     there as safetensors. Model and GPU memory are freed before returning or raising.
     """
-    from transformers import DataCollatorWithPadding, PrinterCallback, default_data_collator, set_seed
+    from transformers import PrinterCallback, default_data_collator, set_seed
 
     set_seed(config.seed)
     model = trainer = None
@@ -254,7 +254,7 @@ def train(
             weights_mib = features.head.weights_mib  # the frozen base the features come from
         else:
             model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id, seed=config.seed)
-            splits, collate = data, DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+            splits, collate = data, padding_collator(tokenizer)
             trainable, total = count_parameters(model)
             weights_mib = model.get_memory_footprint() / MIB
         setup_seconds = time.perf_counter() - setup_started
@@ -319,9 +319,7 @@ def release_memory() -> None:
 
 def evaluate_logits(model, dataset, tokenizer, batch_size: int = 128) -> np.ndarray:
     """Logits of ``model`` on a tokenized dataset, in its order (used by tests and predict)."""
-    from transformers import DataCollatorWithPadding
-
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    collator = padding_collator(tokenizer)
     device = next(model.parameters()).device
     # A bf16 base with float32 trained weights needs autocast, as in training.
     bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())

@@ -118,6 +118,7 @@ def load_base(name: str, variant: str, pad_token_id: int) -> nn.Module:
             llm_int8_skip_modules=list(HEAD_NAMES),  # the new head trains in full precision
         )
         kwargs["device_map"] = {"": 0} if use_gpu() else {"": "cpu"}
+
     def load(**extra):
         return AutoModelForSequenceClassification.from_pretrained(
             os.path.expanduser(name), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, **extra

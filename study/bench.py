@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--head-learning-rate", type=float, default=1e-3, help="learning rate of the head trials (default: %(default)s)")
     add("--trials", type=int, default=12, help="trials of each pruning study (default: %(default)s)")
     add("--pruning-variant", default=None, choices=VARIANTS, help="variant of the pruning studies (default: --variant)")
-    add("--pruner", default=defaults.pruner, choices=("median", "percentile", "hyperband"), help="the pruner to compare with none (default: %(default)s)")
+    add("--pruner", default=defaults.pruner, choices=("halving", "median", "hyperband"), help="the pruner to compare with none (default: %(default)s)")
     add("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default: all)")
     add("--seed", type=int, default=0, help="seed of the subsets, training and the sampler (default: %(default)s)")
     add("--threads", type=int, default=None, help="CPU threads of torch, for both sides (default: torch's own choice)")
