@@ -17,12 +17,8 @@ import torch
 from datasets import Dataset
 from torch import nn
 
-<<<<<<< HEAD
-from emotion_core.data import TokenizedSplits
-from emotion_core.memory import MIB
-=======
 from emotion_core.data import TokenizedSplits, padding_collator
->>>>>>> issue4
+from emotion_core.memory import MIB
 from emotion_core.variants import base_dtype, count_parameters, draw_linear, fresh_base, head_module, model_key
 
 
