@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -87,8 +88,11 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
     """What a typical notebook does per trial: tokenize with padding to 128, load the model from disk, fp32, batch 16."""
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, default_data_collator
 
-    from emotion_core.train import _compute_metrics
+    from emotion_core.metrics import accuracy, predictions_from_logits
     from emotion_core.variants import load_tokenizer
+
+    def compute_metrics(prediction) -> dict:
+        return {"accuracy": accuracy(prediction.label_ids, predictions_from_logits(prediction.predictions))}
 
     splits = load_splits(args.data, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed)
     with PeakMemory() as memory:
@@ -98,7 +102,7 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
             model = load_base(args.model, "qlora", tokenizer.pad_token_id)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                args.model, num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, dtype=torch.float32
+                os.path.expanduser(args.model), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, dtype=torch.float32
             )
             model.config.pad_token_id = tokenizer.pad_token_id
         length = min(MAX_LENGTH, getattr(model.config, "max_position_embeddings", MAX_LENGTH))  # tiny test models have fewer
@@ -116,7 +120,7 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
             use_cpu=not use_gpu(), disable_tqdm=not args.verbose,
         )
         trainer = Trainer(model=model, args=training, train_dataset=train_set, eval_dataset=val_set,
-                          data_collator=default_data_collator, compute_metrics=_compute_metrics)
+                          data_collator=default_data_collator, compute_metrics=compute_metrics)
         trainer.train()
         seconds = time.perf_counter() - started
     val_accuracy = next((log["eval_accuracy"] for log in reversed(trainer.state.log_history) if "eval_accuracy" in log), None)
