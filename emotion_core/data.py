@@ -125,11 +125,15 @@ def _read_records(path: Path) -> list[tuple[str, dict]]:
 
 def read_split_file(path: Path) -> Dataset:
     """One split file as a Dataset of ``text`` and ``label`` ids."""
+    try:
+        records = _read_txt(path) if path.suffix == ".txt" else _read_records(path)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text (undecodable byte at offset {error.start}); is it a corrupted or binary file?") from None
     if path.suffix == ".txt":
-        texts, labels = _read_txt(path)
+        texts, labels = records
     else:
         texts, labels = [], []
-        for where, record in _read_records(path):
+        for where, record in records:
             text = record.get("text")
             if not isinstance(text, str) or not text.strip():
                 raise DataError(f"{where}: 'text' is missing or empty")
@@ -163,7 +167,7 @@ def _load_hub(source: str) -> dict[str, Dataset]:
         loaded = load_dataset(source)
     except Exception as error:
         raise DataError(
-            f"cannot load the data set {source!r} from the Hugging Face hub ({type(error).__name__}: {str(error)[:200]}). "
+            f"cannot load the data set {source!r} from the Hugging Face hub ({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}). "
             "If this machine is offline, copy the data set's train/validation/test files (text;label .txt, .csv, .jsonl "
             "or .parquet) into a folder and pass it: --data /path/to/folder"
         ) from None

@@ -85,6 +85,7 @@ class Result:
     test: dict | None = None  # classification_metrics on the test split, when asked for
     saved_to: str | None = None
     weights_mib: float | None = None  # the model's weights and buffers (get_memory_footprint): 4-bit for qlora
+    resumed_from_step: int = 0  # the checkpoint step this run continued from (0: from the start)
 
     @property
     def epoch_val_accuracy(self) -> list[float]:
@@ -180,12 +181,13 @@ def _without_length(collate: Callable) -> Callable:
 
 
 @functools.cache
-def _trainer_class():
+def _trainer_class(base=None):
+    """The Trainer class to use: ``base`` (default: the HF Trainer) with our samplers."""
     from torch.utils.data import SequentialSampler
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    class LengthGroupedTrainer(Trainer):
+    class LengthGroupedTrainer(base or Trainer):
         """The Trainer, with length-grouped training batches whose lengths come from the ``length`` column read once
         (the Trainer reads a datasets Column row by row: seconds per epoch), and evaluation in the split's own order,
         which is longest first."""
@@ -228,14 +230,18 @@ def train(
     *,
     evaluate_test: bool = False,
     save_to: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> Result:
     """Train ``config`` on ``data.train``, selecting on ``data.validation``.
 
     ``on_eval`` is called after each validation evaluation; returning True stops training. With
     ``evaluate_test`` the kept weights are evaluated once on ``data.test``; with ``save_to`` they are saved
-    there as safetensors. Model and GPU memory are freed before returning or raising.
+    there as safetensors. With ``checkpoint_dir`` a checkpoint is kept there at each evaluation, and a run that
+    finds one continues from it (see emotion_core.checkpoint). Model and GPU memory are freed before returning or raising.
     """
     from transformers import PrinterCallback, default_data_collator, set_seed
+
+    from emotion_core import checkpoint
 
     set_seed(config.seed)
     model = trainer = None
@@ -262,21 +268,33 @@ def train(
         compile_model = config.compile and features is None
         if compile_model:
             _allow_recompiles()
+        eval_at = evaluation_steps(len(splits.train), config)
+        callbacks = [_tracking_callback(model, on_eval, state, eval_at)]
+        # -- checkpoints (emotion_core.checkpoint): continue from the newest one, keep one at each evaluation
+        resume, base_trainer = None, None
+        if checkpoint_dir is not None:
+            resume, progress, best_weights = checkpoint.restore(checkpoint_dir)
+            state["evaluations"] = [Evaluation(**e) for e in progress.get("evaluations", [])]
+            state["best"], state["best_weights"] = progress.get("best", -1.0), best_weights
+            callbacks.append(checkpoint.CheckpointCallback(eval_at, state))
+            base_trainer = checkpoint.CheckpointTrainer
+        resumed_from_step = checkpoint.step_of(resume) if resume else 0
+        # --
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
-            trainer = _trainer_class()(
+            trainer = _trainer_class(base_trainer)(
                 model=model,
-                args=_training_arguments(config, scratch, bf16, compile_model),
+                args=_training_arguments(config, str(checkpoint_dir or scratch), bf16, compile_model),
                 train_dataset=splits.train,
                 eval_dataset=splits.validation,
                 data_collator=_without_length(collate),
                 compute_metrics=_compute_metrics,
-                callbacks=[_tracking_callback(model, on_eval, state, evaluation_steps(len(splits.train), config))],
+                callbacks=callbacks,
             )
             if not config.verbose:
                 trainer.remove_callback(PrinterCallback)  # it prints every log dict once the bar is off
             with PeakMemory() as memory:
                 started = time.perf_counter()
-                trainer.train()
+                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
                 train_seconds = time.perf_counter() - started
             if state["best_weights"] is not None:
                 model.load_state_dict(state["best_weights"], strict=False)
@@ -293,8 +311,8 @@ def train(
             peak_memory_mib=memory.peak_mib,
             peak_rss_mib=memory.peak_rss_mib,
             train_seconds=train_seconds,
-            train_samples_per_second=trainer.state.global_step * config.batch_size / max(train_seconds, 1e-9)
-            if trainer.state.global_step
+            train_samples_per_second=(trainer.state.global_step - resumed_from_step) * config.batch_size / max(train_seconds, 1e-9)
+            if trainer.state.global_step > resumed_from_step
             else 0.0,
             optimizer_steps=trainer.state.global_step,
             setup_seconds=setup_seconds,
@@ -303,6 +321,7 @@ def train(
             test=test,
             saved_to=saved_to,
             weights_mib=weights_mib,
+            resumed_from_step=resumed_from_step,
         )
     finally:
         del model, trainer

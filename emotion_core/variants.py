@@ -45,7 +45,7 @@ class ModelParams:
 def _load_error(kind: str, name: str, error: Exception) -> ModelLoadError:
     where = "local folder" if Path(name).expanduser().exists() else "Hugging Face hub"
     return ModelLoadError(
-        f"cannot load the {kind} {name!r} from the {where} ({type(error).__name__}: {str(error)[:200]}). "
+        f"cannot load the {kind} {name!r} from the {where} ({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}). "
         "If this machine is offline, save the model with save_pretrained() on a machine that has it, "
         "copy the folder here and pass it: --model /path/to/folder"
     )

@@ -20,6 +20,27 @@ class UsageError(ValueError):
 
 
 BAD_INPUT = (UsageError, DataError, ModelLoadError)
+# Passwords of the storage URLs this process opened: never printed, whatever raised the text.
+_SECRETS: set[str] = set()
+
+
+def register_secret(url: str) -> None:
+    """Remember the password in a storage URL, so that redact() hides it in any message."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password if "://" in url else None
+    except Exception:  # an unparsable URL: hide what sits between user: and @
+        head = url.split("://", 1)[-1].rsplit("@", 1)
+        password = head[0].split(":", 1)[1] if len(head) == 2 and ":" in head[0] else None
+    if password:
+        _SECRETS.add(str(password))
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
 
 
 def _base_type(annotation):
@@ -66,7 +87,8 @@ def configure_logging(verbose: bool) -> None:
     if verbose:
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's warnings repeat what the progress lines say (a failed trial's reason), with a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     datasets.disable_progress_bars()
@@ -78,12 +100,21 @@ def configure_logging(verbose: bool) -> None:
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a command's main: bad input prints one clear line and exits 2; Ctrl-C exits 130."""
+    """Run a command's main: bad input prints one clear line and exits 2; Ctrl-C exits 130; any other error
+    prints its traceback (with storage passwords hidden) and exits 1."""
     try:
         return main(argv) or 0
     except BAD_INPUT as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(redact("error: " + " ".join(str(error).split())), file=sys.stderr)  # one line, whatever a library said
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        import traceback
+
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 def check_positive(name: str, value: float | None) -> None:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Protocol
 
 import optuna
+import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from emotion_core.data import TokenizedSplits
-from emotion_core.train import Evaluation, Result, train
+from emotion_core.train import Evaluation, Result, release_memory, train
 from study.settings import StudySettings
 from study.space import suggest
+
+
+class TrialFailed(RuntimeError):
+    """A trial that failed for a reason stored as its fail_reason user attr; the study goes on."""
 
 
 def record_result(trial: optuna.Trial, result: Result) -> None:
@@ -25,8 +33,26 @@ def record_result(trial: optuna.Trial, result: Result) -> None:
         "optimizer_steps": result.optimizer_steps,
         "epoch_val_accuracy": [round(a, 4) for a in result.epoch_val_accuracy],
     }
+    if result.resumed_from_step:
+        attrs["resumed_from_step"] = result.resumed_from_step
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+def describe_failure(error: Exception, batch_size: int) -> str:
+    if isinstance(error, torch.OutOfMemoryError):
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        return f"out of GPU memory at batch size {batch_size} ({first_line[:200]}); a smaller --batch-size fits"
+    return f"{type(error).__name__}: {str(error)[:300]}"
+
+
+def original_trial_number(trial: optuna.Trial) -> int:
+    """The number of the trial this one retries (after its process died or was interrupted), else its own."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        origin = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    return trial.number if origin is None else origin
 
 
 class TrialProgress(Protocol):
@@ -51,10 +77,17 @@ class Objective:
         self.tokenizer = tokenizer
         self.progress = progress  # study.run passes it to study.optimize as a callback too
 
+    def checkpoint_dir(self, trial: optuna.Trial) -> Path:
+        """Where a trial keeps its checkpoint; a retry uses its original trial's, and so continues from it."""
+        return self.settings.study_dir / "checkpoints" / f"trial-{original_trial_number(trial)}"
+
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = suggest(trial, self.settings.variant)
         config = self.settings.train_config(params)
         trial.set_user_attr("variant", config.variant)
+        checkpoints = self.checkpoint_dir(trial)
+        if checkpoints.name != f"trial-{trial.number}":
+            trial.set_user_attr("retry_of", int(checkpoints.name.removeprefix("trial-")))
         prune = not self.settings.multi_objective
 
         def on_eval(evaluation: Evaluation) -> bool:
@@ -65,11 +98,20 @@ class Objective:
             trial.report(evaluation.accuracy, evaluation.step)
             return trial.should_prune()
 
+        from emotion_core import checkpoint  # with the Trainer, which a process that only checks its input never needs
+
+        failure = None
         try:
-            result = train(config, self.data, self.tokenizer, on_eval)
+            result = train(config, self.data, self.tokenizer, on_eval, checkpoint_dir=checkpoints)
         except Exception as error:  # the study goes on; the reason stays with the trial
-            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {str(error)[:300]}")
-            raise
+            failure = describe_failure(error, config.batch_size)
+        # KeyboardInterrupt passes through above and keeps the checkpoint for the retry. Here the exception and the
+        # frames it held (model, optimizer, activations) are gone, so their memory can be given back.
+        checkpoint.remove(checkpoints)
+        if failure is not None:
+            release_memory()
+            trial.set_user_attr("fail_reason", failure)
+            raise TrialFailed(failure)
         record_result(trial, result)
         if result.diverged:
             trial.set_user_attr("fail_reason", result.diverged)

@@ -7,6 +7,7 @@ command continues up to N and does nothing when N are there already.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 import warnings
@@ -21,11 +22,8 @@ from study.objective import Objective
 from study.progress import Progress, params_text, state_counts, values_text
 from study.report import pareto_front, pick_trial
 from study.settings import StudySettings
-from study.storage import mask_url, open_storage, study_exists
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# A run gives up after this many failed trials in a row: a broken setup should not loop for ever.
-MAX_CONSECUTIVE_FAILURES = 3
+from study.storage import is_sqlite, mask_url, open_storage, recover_dead_trials, study_exists
+from study.workers import FINISHED, TrialsKeepFailing, run_trials, run_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(settings: StudySettings) -> None:
-    for name in ("trials", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "timeout"):
+    for name in ("trials", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "timeout", "workers"):
         check_positive(name, getattr(settings, name))
+    if settings.workers > 1 and is_sqlite(settings.storage):
+        raise UsageError(
+            f"--workers {settings.workers} needs storage that takes several writers, and SQLite takes one at a time "
+            "(\"database is locked\"). On this machine use a journal file: --storage storage/emotion.journal; "
+            "on one or several machines, PostgreSQL or MySQL: --storage postgresql://user@host/db or mysql+pymysql://user@host/db"
+        )
 
 
 def make_sampler(settings: StudySettings) -> optuna.samplers.BaseSampler:
@@ -97,32 +101,37 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def optimize(study: optuna.Study, objective: Objective, settings: StudySettings) -> None:
-    deadline = time.monotonic() + settings.timeout if settings.timeout else None
-    stop_at_total = optuna.study.MaxTrialsCallback(settings.trials, states=FINISHED)
-    failures_in_a_row = 0
-    while (remaining := settings.trials - count_finished(study)) > 0:
-        timeout = None if deadline is None else deadline - time.monotonic()
-        if timeout is not None and timeout <= 0:
-            print(f"timeout reached with {settings.trials - remaining}/{settings.trials} trials finished")
-            return
-        before = len(study.trials)
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=timeout,
-            catch=(Exception,),
-            callbacks=[stop_at_total, *([objective.progress] if objective.progress else [])],
-            gc_after_trial=True,
+class ProgressLine:
+    """One line per finished trial, for worker processes (their output interleaves, so no bars): its state and
+    value, the best so far, and how far the study is."""
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        finished = count_finished(study)
+        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:
+            best = "-"
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        reason = trial.user_attrs.get("fail_reason", "")
+        print(
+            f"trial {trial.number:>3} {trial.state.name:<8} val_acc={value} best={best} {seconds:6.1f}s "
+            f"[{finished}/{self.total} finished] {trial.params}" + (f" ({reason})" if reason else ""),
+            flush=True,
         )
-        new = study.get_trials(deepcopy=False)[before:]
-        failed = [t for t in new if t.state == TrialState.FAIL]
-        failures_in_a_row = failures_in_a_row + len(failed) if failed and len(failed) == len(new) else 0
-        if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
-            reason = failed[-1].user_attrs.get("fail_reason", "see the log above")
-            raise RuntimeError(f"{failures_in_a_row} trials in a row failed; last: {reason}")
-        if not new:  # another worker finished the study, or the timeout stopped it
-            return
+
+
+def optimize(study: optuna.Study, storage, objective: Objective, settings: StudySettings) -> None:
+    """Run trials until the study holds settings.trials finished ones: here, or in settings.workers processes."""
+    deadline = time.time() + settings.timeout if settings.timeout else None
+    if settings.workers > 1:
+        run_workers(settings, deadline)
+    else:
+        progress = objective.progress or ProgressLine(settings.trials)
+        run_trials(study, storage, objective, settings, [progress], deadline)
 
 
 def print_summary(study: optuna.Study, settings: StudySettings) -> None:
@@ -144,6 +153,12 @@ def print_summary(study: optuna.Study, settings: StudySettings) -> None:
     print(f"dashboard: optuna-dashboard {storage} --artifact-dir {settings.artifact_dir}")
     print(f"report:    python -m study.report {where}")
     print(f"final:     python -m study.final {where} --output-dir {settings.output_dir}")
+
+
+def resume_command(argv: list[str] | None) -> str:
+    """The command line that resumes this run, with any storage password masked."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python -m study.run", *(shlex.quote(mask_url(a)) for a in args)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,11 +188,22 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(settings.metric_names)
     print(f"study {name!r} in {mask_url(settings.storage)}: {count_finished(study)}/{settings.trials} trials finished")
-    progress = Progress(study, settings.trials)
+    for number in recover_dead_trials(study, storage):
+        print(f"trial {number} was left running by a process that died; it is retried from its last checkpoint")
+    progress = Progress(study, settings.trials) if settings.workers <= 1 else None
     try:
-        optimize(study, Objective(settings, data, tokenizer, progress), settings)
+        optimize(study, storage, Objective(settings, data, tokenizer, progress), settings)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: a running trial is marked failed and continues from its last checkpoint "
+              f"when you resume with the same command:\n  {resume_command(argv)}", file=sys.stderr, flush=True)
+        return 130
+    except TrialsKeepFailing as error:
+        print(f"error: {error}", file=sys.stderr)
+        print_summary(study, settings)
+        return 1
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     print_summary(study, settings)
     return 0
 

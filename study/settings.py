@@ -43,6 +43,10 @@ class StudySettings:
     max_train_samples: int | None = field(default=None, metadata=_help("train on a seeded subset of this many sentences (budget runs)"))
     max_eval_samples: int | None = field(default=None, metadata=_help("validate on a seeded subset of this many sentences (budget runs)"))
     timeout: float | None = field(default=None, metadata=_help("stop starting new trials after this many seconds"))
+    workers: int = field(default=1, metadata=_help(
+        "worker processes on this machine sharing the study (one per GPU where there are several); SQLite takes one "
+        "writer, so use a journal file (--storage storage/emotion.journal) or PostgreSQL/MySQL, which also serve workers "
+        "on several machines"))
     target_modules: list[str] | None = field(default=None, metadata=_help("LoRA target modules (default: peft's for the model type)", nargs="+"))
     compile: bool = field(default=False, metadata=_help("torch.compile the model (GPU; compiled once per process, reused by later trials)"))
     output_dir: str = field(default="storage", metadata=_help("folder for caches and each study's outputs (<output-dir>/<study>/...)"))

@@ -1,0 +1,182 @@
+"""An interrupted study loses nothing, workers share a study, failing trials and bad input never break it.
+
+The kill and Ctrl-C tests run `python -m study.run` as a real subprocess and send it real signals.
+"""
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from study import run
+from study.cli import run_main
+from study.storage import JournalFileStorage, fail_stale_trials, open_storage
+
+ROOT = Path(__file__).resolve().parents[1]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+POSTGRES = os.environ.get("EMOTION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+# Small trials: 6 steps per epoch, evaluations (and checkpoints) at steps 3, 6 and 9 of 12.
+SMALL = ["--max-train-samples", "96", "--max-eval-samples", "30", "--pruner", "none"]
+
+
+def value_of(args, flag):
+    return args[args.index(flag) + 1]
+
+
+def load(args):
+    return optuna.load_study(study_name=value_of(args, "--study-name"), storage=value_of(args, "--storage"))
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def command(args) -> list[str]:
+    return [sys.executable, "-m", "study.run", *args]
+
+
+def start(args) -> subprocess.Popen:
+    return subprocess.Popen(command(args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(process: subprocess.Popen, folder: Path, timeout: float = 180) -> None:
+    """Until the trial that owns ``folder`` has saved a complete checkpoint: then it is mid-trial."""
+    deadline = time.monotonic() + timeout
+    while not any(folder.glob("checkpoint-*/progress.json")):
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before {folder} appeared: {process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no checkpoint in {folder} after {timeout}s")
+        time.sleep(0.02)
+
+
+def snapshot(study):
+    return {t.number: (t.state, t.value, t.params, t.intermediate_values) for t in study.get_trials(states=FINISHED)}
+
+
+def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(study_args, tmp_path):
+    args = ["--trials", "4", *SMALL, *study_args]
+    checkpoints = tmp_path / "out" / "t" / "checkpoints"
+    process = start(args)
+    wait_for_checkpoint(process, checkpoints / "trial-2")
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    before = snapshot(load(args))
+    assert sorted(before) == [0, 1]
+    assert load(args).trials[2].state == TrialState.RUNNING
+
+    rerun = subprocess.run(command(args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "trial 2 was left running by a process that died" in rerun.stdout
+
+    study = load(args)
+    after = snapshot(study)
+    assert len(after) == 4  # exactly the total asked for
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    assert {n: after[n] for n in before} == before  # what finished before the kill is unchanged
+    assert study.trials[2].state == TrialState.FAIL
+    (retried,) = [t for t in study.trials if t.user_attrs.get("retry_of") == 2]
+    assert retried.state == TrialState.COMPLETE and retried.params == study.trials[2].params
+    assert retried.user_attrs["resumed_from_step"] >= 3  # it continued from trial 2's checkpoint
+    assert sorted(retried.intermediate_values) == [3, 6, 9, 12]
+    assert not list(checkpoints.glob("trial-*"))  # finished trials leave no checkpoint behind
+
+
+def test_ctrl_c_marks_the_trial_failed_and_says_how_to_resume(study_args, tmp_path):
+    args = ["--trials", "3", *SMALL, *study_args]
+    process = start(args)
+    wait_for_checkpoint(process, tmp_path / "out" / "t" / "checkpoints" / "trial-1")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "python -m study.run --trials 3" in err and "resume" in err
+    study = load(args)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    interrupted = study.trials[1]
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    (queued,) = study.get_trials(states=(TrialState.WAITING,))  # the rerun continues it from its checkpoint
+    assert queued.params == interrupted.params and queued.system_attrs["failed_trial"] == 1
+
+
+def postgres_or_skip(url: str):
+    """The test PostgreSQL as an Optuna storage, or a skip that says why."""
+    try:
+        return open_storage(url, heartbeat=False)
+    except Exception as error:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES} ({error}); start it to run the worker test")
+
+
+def test_three_workers_on_postgresql_finish_exactly_the_total_and_never_show_the_password(study_args, tmp_path, capfd):
+    # With trust authentication the server ignores the password; what matters is that nothing shows it.
+    url = POSTGRES.replace("://postgres@", "://postgres:s3cret-pw@")
+    storage = postgres_or_skip(url)
+    name = f"workers-{uuid.uuid4().hex[:8]}"
+    args = list(study_args)
+    args[args.index("--storage") + 1] = url
+    args[args.index("--study-name") + 1] = name
+    try:
+        assert run_main(run.main, ["--trials", "9", "--workers", "3", "--epochs", "1", *SMALL, *args]) == 0
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = study.get_trials()
+        assert len(study.get_trials(states=FINISHED)) == 9
+        assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+        assert len({t.number for t in trials}) == len(trials)
+        assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 3  # the three processes shared the work
+
+        from study import final
+
+        assert run_main(final.main, ["--storage", url, "--study-name", name, "--output-dir", str(tmp_path / "out")]) == 0
+        reports = {p.name: p.read_text() for p in (tmp_path / "out" / name / "final").glob("report.*")}
+        assert len(reports) == 2 and not any("s3cret-pw" in r for r in reports.values())
+        assert "postgres:***@" in reports["report.json"]
+        out, err = capfd.readouterr()
+        assert "trial   8" in out or "trial 8" in out
+        assert "s3cret-pw" not in out + err
+    finally:
+        if name in optuna.get_all_study_names(storage):
+            optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_a_journal_file_has_a_heartbeat_and_retries_a_trial_whose_process_died(tmp_path):
+    storage = JournalFileStorage(str(tmp_path / "s.journal"), 1, 1, RetryHeartbeatStaleTrialCallback(max_retry=3))
+    assert isinstance(open_storage(str(tmp_path / "other.journal")), JournalFileStorage)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask({"x": FloatDistribution(0, 1)})
+    storage.record_heartbeat(trial._trial_id)  # then its process "dies": no more heartbeats
+    assert storage._get_stale_trial_ids(study._study_id) == []
+    time.sleep(2.2)
+    fail_stale_trials(study)
+    dead, queued = study.get_trials()
+    assert dead.state == TrialState.FAIL and queued.state == TrialState.WAITING
+    assert queued.system_attrs["failed_trial"] == 0 and queued.params == dead.params
+    retried = study.ask()  # the retry runs: the heartbeat it inherited from the dead trial does not make it stale
+    assert retried.number == 1 and storage._get_stale_trial_ids(study._study_id) == []
+
+
+def test_twenty_trials_in_one_process_do_not_grow_memory_and_failures_do_not_stop_the_study(study_args):
+    storage = value_of(study_args, "--storage")
+    study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
+    study.enqueue_trial({"dropout": 1.5})  # torch refuses it while the model is built: the trial fails
+    study.enqueue_trial({"learning_rate": 1e4})  # the loss becomes NaN or inf: the trial is pruned as diverged
+    args = ["--trials", "20", "--epochs", "1", "--sampler", "random", *SMALL, "--max-train-samples", "48", "--max-eval-samples", "12", *study_args]
+    assert run_main(run.main, args) == 0
+    study = load(args)
+    failed, diverged = study.trials[0], study.trials[1]
+    assert failed.state == TrialState.FAIL and "dropout probability" in failed.user_attrs["fail_reason"]
+    assert diverged.state == TrialState.PRUNED and "loss became" in diverged.user_attrs["fail_reason"]
+    finished = study.get_trials(states=FINISHED)
+    assert len(finished) == 20
+    peaks = [t.user_attrs["peak_rss_mib"] for t in finished if "peak_rss_mib" in t.user_attrs]
+    first, last = statistics.median(peaks[:5]), statistics.median(peaks[-5:])
+    print(f"peak RSS MiB, first 5 trials: {peaks[:5]}, last 5: {peaks[-5:]}")
+    assert last <= first * 1.05, (peaks[:5], peaks[-5:])
