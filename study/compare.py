@@ -69,7 +69,7 @@ def run_variant(settings: StudySettings, variant: str) -> dict:
         "weights_mib": round(result.weights_mib, 1),
         "peak_memory_mib": round(result.peak_memory_mib, 1),
         "peak_rss_mib": round(result.peak_rss_mib, 1),
-        "train_seconds": round(result.train_seconds, 1),
+        "train_seconds": round(result.train_seconds, 3),
         "train_samples_per_second": round(result.train_samples_per_second, 1),
         "trainable_params": result.trainable_params,
         "total_params": result.total_params,
@@ -107,7 +107,7 @@ def markdown(summary: dict) -> str:
         lines.append(
             f"| {row['variant']} | {params['learning_rate']:g} | {params.get('lora_r', '-')} | {row['test_accuracy']:.4f} | "
             f"{row['test_macro_f1']:.4f} | {mib(row['weights_mib'])} | {mib(row['peak_memory_mib'])} | {row['trainable_params']:,} | "
-            f"{row['train_seconds']:.0f} |"
+            f"{row['train_seconds']:.1f} |"
         )
     lines += [
         "",
