@@ -1,12 +1,18 @@
 """The training objective: one config in, validation (and optionally test) metrics out.
 
-``train`` runs the HF Trainer with dynamic padding and length-grouped batches, evaluates validation accuracy
-several times per epoch and hands each evaluation to an optional callback, which may stop the run (a pruner
-does). The best evaluation's weights are restored at the end: the result is selected on validation.
+``train`` runs the HF Trainer with dynamic padding (``data.padding_collator``) and length-grouped batches, evaluates
+validation accuracy several times per epoch and hands each evaluation to an optional callback, which may stop the run
+(a pruner does). The best evaluation's weights are restored at the end: the result is selected on validation.
+
+Fast paths: the base model is read once per process and copied for each run (``variants.fresh_base``); the head
+variant trains on the frozen base's pooled features, computed once per process (``emotion_core.features``);
+evaluation runs in batches of 4x the training batch over splits sorted by length; on a GPU, bf16 and SDPA, and
+``compile=True`` adds torch.compile.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import os
@@ -18,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from emotion_core.data import TokenizedSplits
-from emotion_core.memory import PeakMemory
+from emotion_core.data import TokenizedSplits, padding_collator
+from emotion_core.features import feature_splits
+from emotion_core.memory import MIB, PeakMemory
 from emotion_core.metrics import accuracy, classification_metrics, predictions_from_logits
 from emotion_core.variants import ModelParams, build_model, count_parameters, save_trained, trainable_state, use_gpu
 
@@ -40,6 +47,8 @@ class TrainConfig:
     evals_per_epoch: int = 2  # validation evaluations per epoch, each one a point a pruner can act on
     seed: int = 0
     target_modules: list[str] | None = None  # LoRA targets; None: peft's defaults for the model type
+    feature_cache: bool = True  # head variant: train on the frozen base's pooled features, computed once per process
+    compile: bool = False  # torch.compile the model (the compiled code is reused by later runs in the process)
     verbose: bool = False  # show the Trainer's own progress bar and logs
 
     def model_params(self) -> ModelParams:
@@ -70,10 +79,12 @@ class Result:
     train_seconds: float
     train_samples_per_second: float
     optimizer_steps: int
+    setup_seconds: float = 0.0  # getting the model ready: a copy of the loaded base, or the head's features
     stopped_early: bool = False  # the on_eval callback asked to stop
     diverged: str | None = None  # why training was stopped as diverged (NaN or inf loss)
     test: dict | None = None  # classification_metrics on the test split, when asked for
     saved_to: str | None = None
+    weights_mib: float | None = None  # the model's weights and buffers (get_memory_footprint): 4-bit for qlora
     resumed_from_step: int = 0  # the checkpoint step this run continued from (0: from the start)
 
     @property
@@ -88,7 +99,7 @@ class Result:
 OnEval = Callable[[Evaluation], bool | None]
 
 
-def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool):
+def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool, compile_model: bool):
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -107,6 +118,9 @@ def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool):
         bf16=bf16,
         use_cpu=not use_gpu(),
         train_sampling_strategy="group_by_length",
+        # The collators drop the ``length`` column; the samplers need it (the Trainer would drop it before them).
+        remove_unused_columns=False,
+        torch_compile=compile_model,
         label_names=["labels"],
         disable_tqdm=not config.verbose,
         log_level="info" if config.verbose else "error",
@@ -159,6 +173,51 @@ def _tracking_callback(model, on_eval: OnEval | None, state: dict, eval_at: set[
     return Tracker()
 
 
+def _without_length(collate: Callable) -> Callable:
+    def collate_rows(rows: list[dict]) -> dict:
+        return collate([{k: v for k, v in row.items() if k != "length"} for row in rows])
+
+    return collate_rows
+
+
+@functools.cache
+def _trainer_class(base=None):
+    """The Trainer class to use: ``base`` (default: the HF Trainer) with our samplers."""
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class LengthGroupedTrainer(base or Trainer):
+        """The Trainer, with length-grouped training batches whose lengths come from the ``length`` column read once
+        (the Trainer reads a datasets Column row by row: seconds per epoch), and evaluation in the split's own order,
+        which is longest first."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            lengths = dataset.lengths if hasattr(dataset, "lengths") else dataset["length"][:]  # features or tokens
+            return LengthGroupedSampler(batch, lengths=lengths)
+
+        def _get_eval_sampler(self, eval_dataset):
+            return SequentialSampler(eval_dataset)
+
+    return LengthGroupedTrainer
+
+
+def _allow_recompiles() -> None:
+    """Later runs in the process reuse the compiled code. LoRA's rank changes weight shapes: let a second rank make them
+    dynamic instead of compiling once per rank, and keep more variants than the default 8 before falling back to eager."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    if hasattr(config, "force_parameter_static_shapes"):
+        config.force_parameter_static_shapes = False
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), 64))
+            break
+
+
 def _compute_metrics(prediction) -> dict:
     return {"accuracy": accuracy(prediction.label_ids, predictions_from_logits(prediction.predictions))}
 
@@ -180,7 +239,7 @@ def train(
     there as safetensors. With ``checkpoint_dir`` a checkpoint is kept there at each evaluation, and a run that
     finds one continues from it (see emotion_core.checkpoint). Model and GPU memory are freed before returning or raising.
     """
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, set_seed
+    from transformers import PrinterCallback, default_data_collator, set_seed
 
     from emotion_core import checkpoint
 
@@ -188,28 +247,46 @@ def train(
     model = trainer = None
     state: dict = {"evaluations": [], "best": -1.0, "best_weights": None, "stopped_early": False, "diverged": None}
     try:
-        model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id)
-        trainable, total = count_parameters(model)
+        setup_started = time.perf_counter()
+        features = None
+        if config.variant == "head" and config.feature_cache:
+            eval_batch = config.eval_batch_size or 4 * config.batch_size
+            features = feature_splits(config.model, data, tokenizer, with_test=evaluate_test, batch_size=eval_batch)
+        if features is not None:
+            # The same head, init and batches as the head on the full model, on vectors instead of sentences.
+            model = features.head.build(config.dropout, config.seed)
+            splits, collate = features, default_data_collator
+            trainable, total = count_parameters(model)[0], features.head.total_params
+            weights_mib = features.head.weights_mib  # the frozen base the features come from
+        else:
+            model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id, seed=config.seed)
+            splits, collate = data, padding_collator(tokenizer)
+            trainable, total = count_parameters(model)
+            weights_mib = model.get_memory_footprint() / MIB
+        setup_seconds = time.perf_counter() - setup_started
         bf16 = use_gpu() and torch.cuda.is_bf16_supported()
-        eval_at = evaluation_steps(len(data.train), config)
+        compile_model = config.compile and features is None
+        if compile_model:
+            _allow_recompiles()
+        eval_at = evaluation_steps(len(splits.train), config)
         callbacks = [_tracking_callback(model, on_eval, state, eval_at)]
         # -- checkpoints (emotion_core.checkpoint): continue from the newest one, keep one at each evaluation
-        resume, trainer_class = None, Trainer
+        resume, base_trainer = None, None
         if checkpoint_dir is not None:
             resume, progress, best_weights = checkpoint.restore(checkpoint_dir)
             state["evaluations"] = [Evaluation(**e) for e in progress.get("evaluations", [])]
             state["best"], state["best_weights"] = progress.get("best", -1.0), best_weights
             callbacks.append(checkpoint.CheckpointCallback(eval_at, state))
-            trainer_class = checkpoint.CheckpointTrainer
+            base_trainer = checkpoint.CheckpointTrainer
         resumed_from_step = checkpoint.step_of(resume) if resume else 0
         # --
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
-            trainer = trainer_class(
+            trainer = _trainer_class(base_trainer)(
                 model=model,
-                args=_training_arguments(config, str(checkpoint_dir or scratch), bf16),
-                train_dataset=data.train,
-                eval_dataset=data.validation,
-                data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+                args=_training_arguments(config, str(checkpoint_dir or scratch), bf16, compile_model),
+                train_dataset=splits.train,
+                eval_dataset=splits.validation,
+                data_collator=_without_length(collate),
                 compute_metrics=_compute_metrics,
                 callbacks=callbacks,
             )
@@ -223,7 +300,7 @@ def train(
                 model.load_state_dict(state["best_weights"], strict=False)
             test = None
             if evaluate_test and not state["diverged"]:
-                prediction = trainer.predict(data.test)
+                prediction = trainer.predict(splits.test)
                 test = classification_metrics(prediction.label_ids, predictions_from_logits(prediction.predictions))
             saved_to = str(save_trained(model, save_to)) if save_to is not None else None
         return Result(
@@ -238,10 +315,12 @@ def train(
             if trainer.state.global_step > resumed_from_step
             else 0.0,
             optimizer_steps=trainer.state.global_step,
+            setup_seconds=setup_seconds,
             stopped_early=state["stopped_early"],
             diverged=state["diverged"],
             test=test,
             saved_to=saved_to,
+            weights_mib=weights_mib,
             resumed_from_step=resumed_from_step,
         )
     finally:
@@ -259,14 +338,14 @@ def release_memory() -> None:
 
 def evaluate_logits(model, dataset, tokenizer, batch_size: int = 128) -> np.ndarray:
     """Logits of ``model`` on a tokenized dataset, in its order (used by tests and predict)."""
-    from transformers import DataCollatorWithPadding
-
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    collator = padding_collator(tokenizer)
     device = next(model.parameters()).device
+    # A bf16 base with float32 trained weights needs autocast, as in training.
+    bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())
     model.eval()
     outputs = []
     columns = [c for c in ("input_ids", "attention_mask") if c in dataset.column_names]
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for start in range(0, len(dataset), batch_size):
             batch = collator([{c: row[c] for c in columns} for row in dataset.select(range(start, min(start + batch_size, len(dataset))))])
             outputs.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy())

@@ -1,7 +1,12 @@
 """python -m study.final: retrain the best trial's parameters and report test accuracy, once, on the whole test split.
 
-Writes <output-dir>/<study>/final/report.json and report.md and the trained head or adapter as safetensors,
-and stores test_accuracy as a study user attr so that the dashboard shows it.
+Which trial: ``--trial N`` when given; else the best trial; for an ``accuracy,memory`` study the Pareto-front trial
+with the highest validation accuracy (the front's other trials trade accuracy for memory; pick one with --trial).
+
+Writes <output-dir>/<study>/final/report.json, report.md, confusion_matrix.png and the trained head or adapter as
+safetensors. For optuna-dashboard it saves the report as the study's note, uploads the confusion matrix, the report
+and the weights to Optuna's artifact store in <output-dir>/<study>/artifacts, and stores test_accuracy as a study
+user attr.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,9 +23,11 @@ import optuna
 from emotion_core.labels import LABELS
 from emotion_core.train import Result, TrainConfig, train
 from study.cli import UsageError, add_settings_arguments, configure_logging, run_main
+from study.progress import params_text
+from study.report import load_stored_study, pick_trial
 from study.run import prepare_data
 from study.settings import StudySettings
-from study.storage import mask_url, open_storage, study_exists
+from study.storage import mask_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "test split, and write report.json, report.md and the trained weights.",
     )
     add_settings_arguments(parser, ["storage", "study_name", "output_dir", "verbose"])
+    parser.add_argument("--trial", type=int, help="retrain this completed trial instead of the best (or the front's most accurate)")
     return parser
 
 
@@ -54,9 +63,11 @@ def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, confi
         "model": settings.model,
         "data": settings.data,
         "variant": config.variant,
+        "tokenizer": settings.tokenizer_name,
+        "objective": settings.objective,
         "best_trial": trial.number,
         "best_params": trial.params,
-        "best_trial_val_accuracy": trial.value,
+        "best_trial_val_accuracy": trial.values[0],
         "val_accuracy": result.val_accuracy,
         "test_accuracy": test.get("accuracy"),
         "test_macro_f1": test.get("macro_f1"),
@@ -66,6 +77,7 @@ def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, confi
         "labels": list(LABELS),
         "trainable_params": result.trainable_params,
         "peak_memory_mib": round(result.peak_memory_mib, 1),
+        "weights_mib": round(result.weights_mib, 1) if result.weights_mib is not None else None,
         "train_seconds": round(result.train_seconds, 2),
         "train_config": config.to_dict(),
         "weights": result.saved_to,
@@ -86,7 +98,8 @@ def report_markdown(report: dict) -> str:
         f"| test sentences | {report['n_test']} |",
         f"| val accuracy (retrained) | {report['val_accuracy']:.4f} |",
         f"| trainable parameters | {report['trainable_params']:,} |",
-        f"| peak memory (MiB) | {report['peak_memory_mib']} |",
+        f"| weights (MiB, get_memory_footprint) | {report['weights_mib']} |",
+        f"| training peak memory (MiB) | {report['peak_memory_mib']} |",
         f"| train seconds | {report['train_seconds']} |",
         "",
         "| label | precision | recall | F1 | support |",
@@ -101,32 +114,72 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save_confusion_matrix(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    display = ConfusionMatrixDisplay(np.array(report["confusion_matrix"]), display_labels=report["labels"])
+    display.plot(cmap="Blues", colorbar=False)
+    display.ax_.set_title(f"{report['study_name']}: {report['variant']}, test accuracy {report['test_accuracy']:.4f}")
+    display.figure_.set_size_inches(6.5, 5.5)
+    display.figure_.tight_layout()
+    display.figure_.savefig(path, dpi=100)
+    plt.close(display.figure_)
+    return path
+
+
+def publish(study: optuna.Study, settings: StudySettings, report: dict, files: list[Path]) -> list[str]:
+    """What the dashboard shows: the report as the study's note, the files in Optuna's artifact store."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    from optuna_dashboard import save_note
+    from optuna_dashboard.artifact import get_artifact_path
+
+    settings.artifact_dir.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(str(settings.artifact_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ids = [upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study) for path in files]
+    # The dashboard serves each artifact at get_artifact_path: the note links the files and shows the image.
+    links = [f"- [{path.name}]({get_artifact_path(study, artifact_id)})" for path, artifact_id in zip(files, ids)]
+    images = [f"![{path.stem}]({get_artifact_path(study, i)})" for path, i in zip(files, ids) if path.suffix == ".png"]
+    save_note(
+        study,
+        report_markdown(report) + "\n" + "\n".join(images)
+        + f"\n\nIn the artifact store `{settings.artifact_dir}` (optuna-dashboard --artifact-dir):\n\n" + "\n".join(links) + "\n",
+    )
+    study.set_user_attr("test_accuracy", report["test_accuracy"])
+    study.set_user_attr("test_macro_f1", report["test_macro_f1"])
+    study.set_user_attr("final_trial", report["best_trial"])
+    return ids
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    storage = open_storage(args.storage, heartbeat=False)
-    name = args.study_name or StudySettings().resolved_study_name()
-    if not study_exists(storage, name):
-        raise UsageError(f"no study {name!r} in {mask_url(args.storage)}; run python -m study.run first or pass --study-name")
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = load_stored_study(args.storage, args.study_name)
     settings = load_settings(study, args)
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise UsageError(f"study {name!r} has no completed trial yet; run python -m study.run first") from None
-    config = settings.train_config(best.params)
+    chosen = pick_trial(study, args.trial)
+    config = settings.train_config(chosen.params)
     tokenizer, data = prepare_data(settings)
     out = settings.study_dir / "final"
-    print(f"retraining trial {best.number} ({config.variant}, {best.params}) on {len(data.train)} sentences ...", flush=True)
+    print(f"retraining trial {chosen.number} ({config.variant}, {params_text(chosen.params)}) on {len(data.train)} sentences ...", flush=True)
     result = train(config, data, tokenizer, evaluate_test=True, save_to=out / "model")
-    report = build_report(settings, best, config, result)
+    if result.test is None:
+        raise RuntimeError(f"the retrained trial {chosen.number} diverged ({result.diverged}); nothing to report")
+    report = build_report(settings, chosen, config, result)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))
-    study.set_user_attr("test_accuracy", report["test_accuracy"])
-    study.set_user_attr("test_macro_f1", report["test_macro_f1"])
+    image = save_confusion_matrix(report, out / "confusion_matrix.png")
+    publish(study, settings, report, [image, out / "report.json", *sorted(p for p in (out / "model").iterdir() if p.is_file())])
     print(f"test accuracy {report['test_accuracy']:.4f}, macro F1 {report['test_macro_f1']:.4f} on {report['n_test']} sentences")
-    print(f"report: {out / 'report.json'} and {out / 'report.md'}; weights: {result.saved_to}")
+    print(f"report: {out / 'report.json'}, {out / 'report.md'}, {image}; weights: {result.saved_to}")
+    print(f"dashboard (note and artifacts): optuna-dashboard {mask_url(settings.storage)} --artifact-dir {settings.artifact_dir}")
+    print(f"predict:   python -m study.predict --study-name {study.study_name} --output-dir {settings.output_dir} \"i feel wonderful today\"")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Protocol
 
 import optuna
 import torch
@@ -26,6 +27,7 @@ def record_result(trial: optuna.Trial, result: Result) -> None:
         "total_params": result.total_params,
         "peak_memory_mib": round(result.peak_memory_mib, 1),
         "peak_rss_mib": round(result.peak_rss_mib, 1),
+        "weights_mib": round(result.weights_mib, 1) if result.weights_mib is not None else None,
         "train_seconds": round(result.train_seconds, 2),
         "train_samples_per_second": round(result.train_samples_per_second, 1),
         "optimizer_steps": result.optimizer_steps,
@@ -53,27 +55,46 @@ def original_trial_number(trial: optuna.Trial) -> int:
     return trial.number if origin is None else origin
 
 
-class Objective:
-    """Callable for ``study.optimize``. Holds the tokenized data, so that tokenization happens once per process."""
+class TrialProgress(Protocol):
+    """What shows a study's progress (study.progress.Progress): an Optuna callback after each trial, and a hook
+    after each validation evaluation inside one."""
 
-    def __init__(self, settings: StudySettings, data: TokenizedSplits, tokenizer):
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None: ...
+
+    def on_trial_eval(self, number: int, evaluation: Evaluation, epochs: float) -> None: ...
+
+
+class Objective:
+    """Callable for ``study.optimize``. Holds the tokenized data, so that tokenization happens once per process.
+
+    Returns the validation accuracy, or (validation accuracy, peak memory MiB) with ``--objective accuracy,memory``.
+    A multi-objective trial is not pruned: Optuna's pruners compare one value.
+    """
+
+    def __init__(self, settings: StudySettings, data: TokenizedSplits, tokenizer, progress: TrialProgress | None = None):
         self.settings = settings
         self.data = data
         self.tokenizer = tokenizer
+        self.progress = progress  # study.run passes it to study.optimize as a callback too
 
     def checkpoint_dir(self, trial: optuna.Trial) -> Path:
         """Where a trial keeps its checkpoint; a retry uses its original trial's, and so continues from it."""
         return self.settings.study_dir / "checkpoints" / f"trial-{original_trial_number(trial)}"
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = suggest(trial, self.settings.variant)
         config = self.settings.train_config(params)
         trial.set_user_attr("variant", config.variant)
         checkpoints = self.checkpoint_dir(trial)
         if checkpoints.name != f"trial-{trial.number}":
             trial.set_user_attr("retry_of", int(checkpoints.name.removeprefix("trial-")))
+        prune = not self.settings.multi_objective
 
         def on_eval(evaluation: Evaluation) -> bool:
+            if self.progress is not None:
+                self.progress.on_trial_eval(trial.number, evaluation, config.epochs)
+            if not prune:
+                return False
             trial.report(evaluation.accuracy, evaluation.step)
             return trial.should_prune()
 
@@ -98,4 +119,6 @@ class Objective:
         if result.stopped_early:
             last = result.evaluations[-1]
             raise optuna.TrialPruned(f"pruned at step {last.step} with val accuracy {last.accuracy:.4f}")
+        if self.settings.multi_objective:
+            return result.val_accuracy, round(result.peak_memory_mib, 1)
         return result.val_accuracy

@@ -10,6 +10,9 @@ from emotion_core.train import TrainConfig
 from emotion_core.variants import VARIANTS
 
 VARIANT_CHOICES = (*VARIANTS, "all")
+# What a trial's value is: validation accuracy alone, or (accuracy, peak memory) for a Pareto front.
+OBJECTIVES = {"accuracy": ("maximize",), "accuracy,memory": ("maximize", "minimize")}
+METRIC_NAMES = {"accuracy": ("val_accuracy",), "accuracy,memory": ("val_accuracy", "peak_memory_mib")}  # shown by the dashboard
 # "all" searches these: the seed's three; the full fine-tune is opt-in with --variant full.
 ALL_VARIANTS = ("head", "lora", "qlora")
 
@@ -26,8 +29,13 @@ class StudySettings:
     data: str = field(default="dair-ai/emotion", metadata=_help("hub id, or a local folder with train/validation/test .txt/.csv/.jsonl/.parquet"))
     variant: str = field(default="lora", metadata=_help("what trains: head, lora, qlora, full, or all (searches head/lora/qlora)", choices=VARIANT_CHOICES))
     storage: str = field(default="sqlite:///storage/emotion.db", metadata=_help("Optuna storage: any SQLAlchemy URL (sqlite, postgresql, mysql+pymysql)"))
-    study_name: str | None = field(default=None, metadata=_help("study name (default: derived from model and variant)"))
-    pruner: str = field(default="median", metadata=_help("early stopping of bad trials", choices=("median", "hyperband", "none")))
+    study_name: str | None = field(default=None, metadata=_help("study name (default: derived from model, variant and objective)"))
+    objective: str = field(
+        default="accuracy",
+        metadata=_help("accuracy: maximize val accuracy; accuracy,memory: also minimize peak training memory (a Pareto front, no pruning)",
+                       choices=tuple(OBJECTIVES)),
+    )
+    pruner: str = field(default="halving", metadata=_help("early stopping of bad trials (halving: successive halving, the fastest on the bench)", choices=("halving", "median", "hyperband", "none")))
     sampler: str = field(default="tpe", metadata=_help("how parameters are chosen", choices=("tpe", "random")))
     seed: int = field(default=0, metadata=_help("seed of the sampler and of training"))
     epochs: float = field(default=3.0, metadata=_help("training epochs per trial"))
@@ -40,17 +48,20 @@ class StudySettings:
         "writer, so use a journal file (--storage storage/emotion.journal) or PostgreSQL/MySQL, which also serve workers "
         "on several machines"))
     target_modules: list[str] | None = field(default=None, metadata=_help("LoRA target modules (default: peft's for the model type)", nargs="+"))
+    compile: bool = field(default=False, metadata=_help("torch.compile the model (GPU; compiled once per process, reused by later trials)"))
     output_dir: str = field(default="storage", metadata=_help("folder for caches and each study's outputs (<output-dir>/<study>/...)"))
     verbose: bool = field(default=False, metadata=_help("show the Trainer's progress bars and library logs"))
 
     # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them.
-    IDENTITY = ("model", "tokenizer", "data", "variant", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "target_modules")
+    IDENTITY = ("model", "tokenizer", "data", "variant", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "target_modules",
+                "objective")
 
     def resolved_study_name(self) -> str:
         if self.study_name:
             return self.study_name
         model = Path(self.model.rstrip("/")).name or self.model
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model}-{self.variant}")
+        suffix = "-" + self.objective.replace(",", "-") if self.multi_objective else ""  # its trials' values mean another thing
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model}-{self.variant}{suffix}")
 
     def identity(self) -> dict:
         values = asdict(self)
@@ -67,9 +78,27 @@ class StudySettings:
             batch_size=self.batch_size,
             seed=self.seed,
             target_modules=self.target_modules,
+            compile=self.compile,
             verbose=self.verbose,
             **{k: v for k, v in params.items() if k in known and k != "variant"},
         )
+
+    @property
+    def directions(self) -> list[str]:
+        return list(OBJECTIVES[self.objective])
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(METRIC_NAMES[self.objective])
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.directions) > 1
+
+    @property
+    def artifact_dir(self) -> Path:
+        """Optuna's artifact store of the study (optuna-dashboard --artifact-dir)."""
+        return self.study_dir / "artifacts"
 
     @property
     def tokenizer_name(self) -> str:

@@ -54,3 +54,37 @@ def study_args(tiny_model, data_folder, tmp_path) -> list[str]:
 
 def pytest_configure(config):
     Path(config.rootpath, "storage").mkdir(exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def finished_study(tiny_model, data_folder, tmp_path_factory):
+    """A study made by study.run (one head, one LoRA and one QLoRA trial) and retrained by study.final.
+
+    Its storage URL, name and output dir; tests that change it work on a copy (copy_study)."""
+    import optuna
+
+    from study import final, run
+    from study.cli import run_main
+
+    root = tmp_path_factory.mktemp("finished-study")
+    storage, out = f"sqlite:///{root / 'study.db'}", str(root / "out")
+    study = optuna.create_study(study_name="done", storage=storage, direction="maximize")
+    # Learning rates at which each variant learns the synthetic task (tests/test_train.py).
+    study.enqueue_trial({"variant": "head", "learning_rate": 3e-2, "dropout": 0.0, "weight_decay": 0.0})
+    study.enqueue_trial({"variant": "lora", "learning_rate": 1e-2, "dropout": 0.0, "lora_r": 8, "weight_decay": 0.0})
+    study.enqueue_trial({"variant": "qlora", "learning_rate": 1e-2, "dropout": 0.0, "lora_r": 8, "weight_decay": 0.0})
+    common = ["--storage", storage, "--study-name", "done", "--output-dir", out]
+    flags = ["--model", tiny_model, "--data", data_folder, "--epochs", "2", "--batch-size", "16", "--variant", "all", "--pruner", "none"]
+    assert run_main(run.main, ["--trials", "3", *flags, *common]) == 0
+    assert run_main(final.main, common) == 0
+    return {"storage": storage, "name": "done", "output_dir": out, "db": root / "study.db"}
+
+
+@pytest.fixture
+def copy_study(finished_study, tmp_path):
+    """A copy of finished_study's storage and outputs that a test may change."""
+    import shutil
+
+    shutil.copy(finished_study["db"], tmp_path / "study.db")
+    shutil.copytree(finished_study["output_dir"], tmp_path / "out")
+    return {**finished_study, "storage": f"sqlite:///{tmp_path / 'study.db'}", "output_dir": str(tmp_path / "out"), "db": tmp_path / "study.db"}

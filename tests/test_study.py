@@ -41,7 +41,7 @@ def test_pruner_prunes_an_absurd_learning_rate(study_args):
     study.enqueue_trial(good)
     study.enqueue_trial({**good, "dropout": 0.1})
     study.enqueue_trial({**good, "learning_rate": 3.0})
-    assert run_main(run.main, ["--trials", "3", "--sampler", "random", *study_args]) == 0
+    assert run_main(run.main, ["--trials", "3", "--sampler", "random", "--pruner", "median", *study_args]) == 0
     trials = load(study_args).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     assert trials[2].params["learning_rate"] == 3.0

@@ -1,0 +1,326 @@
+"""python -m study.bench: how much faster a trial is than a naive notebook's, what the head's feature cache saves, and
+what the pruner saves, measured side by side in one run on this machine.
+
+1. throughput: a naive trial (the HF Trainer on sentences padded to 128 tokens, fp32, batch 16, evaluating once per
+   epoch, re-tokenizing and re-loading the model) against the project's trial (``emotion_core.train`` with the
+   study's settings) for the same variant, model and sentences. Samples/s = trained sentences / trial seconds,
+   evaluations included.
+2. head: a head trial with the feature cache against one without.
+3. pruning: the same seeded study of --trials trials with the default pruner and with none; total optimizer steps
+   and best validation accuracy of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from emotion_core.data import MAX_LENGTH, load_splits
+from emotion_core.labels import ID2LABEL, LABEL2ID
+from emotion_core.memory import PeakMemory
+from emotion_core.train import TrainConfig, train
+from emotion_core.variants import VARIANTS, ModelParams, apply_variant, fresh_base, load_base, use_gpu
+from study.cli import UsageError, check_positive, configure_logging, run_main
+from study.settings import StudySettings
+
+PARTS = ("throughput", "head", "pruning")
+# The naive notebook's settings (the issue's baseline).
+NAIVE_BATCH = 16
+TRIAL_EPOCHS = StudySettings().epochs  # a study's trial, for judging whether compiling pays
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = StudySettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m study.bench",
+        description="Measure, side by side in one run: the project's trial against a naive HF Trainer setup "
+        "(samples/s, peak memory), a head trial with and without the feature cache, and a study with and without the pruner.",
+    )
+    add = parser.add_argument
+    add("--model", default=defaults.model, help="hub id or local folder of the base model (default: %(default)s)")
+    add("--tokenizer", default=None, help="tokenizer folder or hub id (default: the model's)")
+    add("--data", default=defaults.data, help="hub id or local folder of the data (default: %(default)s)")
+    add("--variant", default="lora", choices=VARIANTS, help="variant of the throughput part (default: %(default)s)")
+    add("--max-train-samples", type=int, default=2000, help="train sentences, a seeded subset (default: %(default)s)")
+    add("--max-eval-samples", type=int, default=500, help="validation sentences, a seeded subset (default: %(default)s)")
+    add("--epochs", type=float, default=1.0, help="epochs of the throughput trials (default: %(default)s)")
+    add("--batch-size", type=int, default=defaults.batch_size, help="the project's training batch size (default: %(default)s)")
+    add("--learning-rate", type=float, default=TrainConfig.learning_rate, help="learning rate of the throughput trials (default: %(default)s)")
+    add("--compile", action="store_true", help="the project's trials use torch.compile")
+    add("--compare-compile", action="store_true", help="also run the project's trials compiled, and say whether compiling pays")
+    add("--repeats", type=int, default=1, help="project trials in a row in one process: the first pays for compiling (default: %(default)s)")
+    add("--trial-epochs", type=float, default=defaults.epochs, help="epochs of the head and pruning trials (default: %(default)s)")
+    add("--head-learning-rate", type=float, default=1e-3, help="learning rate of the head trials (default: %(default)s)")
+    add("--trials", type=int, default=12, help="trials of each pruning study (default: %(default)s)")
+    add("--pruning-variant", default=None, choices=VARIANTS, help="variant of the pruning studies (default: --variant)")
+    add("--pruner", default=defaults.pruner, choices=("halving", "median", "hyperband"), help="the pruner to compare with none (default: %(default)s)")
+    add("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default: all)")
+    add("--seed", type=int, default=0, help="seed of the subsets, training and the sampler (default: %(default)s)")
+    add("--threads", type=int, default=None, help="CPU threads of torch, for both sides (default: torch's own choice)")
+    add("--output-dir", default=defaults.output_dir, help="folder of the tokenization cache (default: %(default)s)")
+    add("--json", type=Path, default=None, help="write the numbers to this JSON file")
+    add("--verbose", action="store_true", help="library logs and progress bars")
+    return parser
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def settings_for(args: argparse.Namespace, **changes) -> StudySettings:
+    settings = StudySettings(
+        model=args.model, tokenizer=args.tokenizer, data=args.data, variant=args.variant, seed=args.seed,
+        epochs=args.epochs, batch_size=args.batch_size, max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples, compile=args.compile, output_dir=args.output_dir, verbose=args.verbose,
+    )
+    return replace(settings, **changes)
+
+
+def naive_trial(args: argparse.Namespace, params: dict) -> dict:
+    """What a typical notebook does per trial: tokenize with padding to 128, load the model from disk, fp32, batch 16."""
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, default_data_collator
+
+    from emotion_core.metrics import accuracy, predictions_from_logits
+    from emotion_core.variants import load_tokenizer
+
+    def compute_metrics(prediction) -> dict:
+        return {"accuracy": accuracy(prediction.label_ids, predictions_from_logits(prediction.predictions))}
+
+    splits = load_splits(args.data, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed)
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        tokenizer = load_tokenizer(args.tokenizer or args.model)
+        if args.variant == "qlora":  # 4-bit needs its quantization config; the rest is the notebook's plain load
+            model = load_base(args.model, "qlora", tokenizer.pad_token_id)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                os.path.expanduser(args.model), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, dtype=torch.float32
+            )
+            model.config.pad_token_id = tokenizer.pad_token_id
+        length = min(MAX_LENGTH, getattr(model.config, "max_position_embeddings", MAX_LENGTH))  # tiny test models have fewer
+
+        def encode(batch):
+            return tokenizer(batch["text"], padding="max_length", truncation=True, max_length=length)
+
+        train_set = splits.train.map(encode, batched=True, remove_columns=["text"])
+        val_set = splits.validation.map(encode, batched=True, remove_columns=["text"])
+        model = apply_variant(model, args.variant, ModelParams(dropout=params["dropout"], lora_r=params.get("lora_r", 8)))
+        training = TrainingArguments(
+            output_dir=str(Path(args.output_dir) / "bench-naive"), per_device_train_batch_size=NAIVE_BATCH,
+            per_device_eval_batch_size=NAIVE_BATCH, num_train_epochs=args.epochs, learning_rate=params["learning_rate"],
+            eval_strategy="epoch", save_strategy="no", logging_strategy="no", report_to="none", seed=args.seed,
+            use_cpu=not use_gpu(), disable_tqdm=not args.verbose,
+        )
+        trainer = Trainer(model=model, args=training, train_dataset=train_set, eval_dataset=val_set,
+                          data_collator=default_data_collator, compute_metrics=compute_metrics)
+        trainer.train()
+        seconds = time.perf_counter() - started
+    val_accuracy = next((log["eval_accuracy"] for log in reversed(trainer.state.log_history) if "eval_accuracy" in log), None)
+    del trainer, model
+    return {"seconds": seconds, "peak_memory_mib": memory.peak_mib, "val_accuracy": val_accuracy}
+
+
+def throughput(args: argparse.Namespace, report: dict) -> None:
+    from study.run import prepare_data
+
+    params = {"learning_rate": args.learning_rate, "dropout": 0.1, "lora_r": 8, "weight_decay": 0.0}
+    settings = settings_for(args)
+    say(f"throughput: project setup (read and tokenize once, load the base once) for {args.variant} on {args.model}")
+    started = time.perf_counter()
+    tokenizer, data = prepare_data(settings)
+    fresh_base(settings.model, args.variant, tokenizer.pad_token_id)
+    setup = time.perf_counter() - started
+    warm_up(settings, params, data, tokenizer)
+    trained = len(data.train) * args.epochs
+    project = project_trials(args, settings, params, data, tokenizer, args.repeats)
+    compiled = None
+    if args.compare_compile:
+        try:
+            compiled = project_trials(args, replace(settings, compile=True), params, data, tokenizer, max(2, args.repeats))
+        except Exception as error:  # a failed compile is a finding, not a reason to lose the other numbers
+            report["compile_error"] = f"{type(error).__name__}: {str(error)[:500]}"
+            say(f"  compiling failed: {report['compile_error']}")
+    say(f"throughput: naive trial (padding to {MAX_LENGTH}, fp32, batch {NAIVE_BATCH}, load and tokenize per trial)")
+    naive = naive_trial(args, params)
+    say(f"  {naive['seconds']:.1f}s, {trained / naive['seconds']:.1f} samples/s")
+    steady = project[-1]
+    report.update(
+        naive_samples_per_s=trained / naive["seconds"],
+        project_samples_per_s=trained / steady["seconds"],
+        speedup=naive["seconds"] / steady["seconds"],
+        naive_trial_s=naive["seconds"],
+        project_trial_s=[p["seconds"] for p in project],
+        project_epoch_s=steady["seconds"] / args.epochs,
+        naive_epoch_s=naive["seconds"] / args.epochs,
+        project_setup_s=setup,
+        naive_peak_memory_mib=naive["peak_memory_mib"],
+        project_peak_memory_mib=steady["peak_memory_mib"],
+        naive_val_acc=naive["val_accuracy"],
+        project_val_acc=steady["val_accuracy"],
+    )
+    say(f"throughput: naive {report['naive_samples_per_s']:.1f} samples/s, project {report['project_samples_per_s']:.1f} "
+        f"samples/s: speedup {report['speedup']:.1f}x")
+    if compiled:
+        report.update(compile_report(args, project, compiled, naive["seconds"]))
+        say(f"compile: trials {', '.join(f'{c:.1f}s' for c in report['compiled_trial_s'])} compiled against "
+            f"{project[-1]['seconds']:.1f}s plain; a {TRIAL_EPOCHS:g}-epoch trial that compiles "
+            f"{'pays' if report['compile_pays_for_first_trial'] else 'does not pay'}")
+
+
+def warm_up(settings: StudySettings, params: dict, data, tokenizer) -> None:
+    """One optimizer step on a few sentences: the libraries' first-use costs (lazy imports, first kernels) are paid
+    here, by neither side of the comparison."""
+    rows = min(settings.batch_size, len(data.train))
+    small = replace(data, train=data.train.select(range(rows)), validation=data.validation.select(range(min(8, len(data.validation)))),
+                    key=f"{data.key}-warm-up")  # another key: the head's feature cache must not take these for the data
+    say("throughput: warm-up (one step on a few sentences)")
+    train(replace(settings.train_config(params), compile=False), small, tokenizer)
+
+
+def project_trials(args, settings: StudySettings, params: dict, data, tokenizer, repeats: int) -> list[dict]:
+    trained = len(data.train) * args.epochs
+    trials = []
+    for repeat in range(repeats):
+        say(f"throughput: project trial {repeat + 1}/{repeats} ({len(data.train)} sentences x {args.epochs:g} epochs, "
+            f"batch {settings.batch_size}{', compiled' if settings.compile else ''})")
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            result = train(settings.train_config(params), data, tokenizer)
+            seconds = time.perf_counter() - started
+        trials.append({"seconds": seconds, "peak_memory_mib": memory.peak_mib, "val_accuracy": result.val_accuracy})
+        say(f"  {seconds:.1f}s, {trained / seconds:.1f} samples/s, val_acc={result.val_accuracy:.4f}")
+    return trials
+
+
+def compile_report(args, plain: list[dict], compiled: list[dict], naive_seconds: float) -> dict:
+    """Compiling costs once per process (the first compiled trial) and saves on every epoch after: does a study's
+    first trial of TRIAL_EPOCHS epochs already earn it back, and how many epochs does it take?"""
+    plain_epoch = plain[-1]["seconds"] / args.epochs
+    compiled_epoch = compiled[-1]["seconds"] / args.epochs
+    overhead = compiled[0]["seconds"] - compiled[-1]["seconds"]
+    saving = plain_epoch - compiled_epoch
+    return {
+        "compiled_trial_s": [c["seconds"] for c in compiled],
+        "compiled_epoch_s": compiled_epoch,
+        "compiled_speedup": naive_seconds / compiled[-1]["seconds"],
+        "compiled_peak_memory_mib": compiled[-1]["peak_memory_mib"],
+        "compile_overhead_s": overhead,
+        "compile_break_even_epochs": overhead / saving if saving > 0 else None,
+        "compile_pays_for_first_trial": overhead + TRIAL_EPOCHS * compiled_epoch < TRIAL_EPOCHS * plain_epoch,
+    }
+
+
+def head(args: argparse.Namespace, report: dict) -> None:
+    from emotion_core.features import clear_feature_cache
+    from study.run import prepare_data
+
+    settings = settings_for(args, variant="head", epochs=args.trial_epochs)
+    tokenizer, data = prepare_data(settings)
+    config = settings.train_config({"learning_rate": args.head_learning_rate, "dropout": 0.1, "weight_decay": 0.0})
+    fresh_base(settings.model, "head", tokenizer.pad_token_id)  # both sides start from a loaded base
+    times, accuracies = {}, {}
+    clear_feature_cache()
+    for name, cache in (("uncached", False), ("first_cached", True), ("cached", True)):
+        say(f"head: trial {name.replace('_', ' ')} ({len(data.train)} sentences x {args.trial_epochs:g} epochs)")
+        started = time.perf_counter()
+        result = train(replace(config, feature_cache=cache), data, tokenizer)
+        times[name] = time.perf_counter() - started
+        accuracies[name] = result.val_accuracy
+        say(f"  {times[name]:.2f}s, val_acc={result.val_accuracy:.4f}")
+    report.update(
+        head_uncached_s=times["uncached"],
+        head_first_cached_s=times["first_cached"],
+        head_cached_s=times["cached"],
+        head_cache_speedup=times["uncached"] / times["cached"],
+        head_cache_speedup_first_trial=times["uncached"] / times["first_cached"],
+        head_val_acc_uncached=accuracies["uncached"],
+        head_val_acc_cached=accuracies["cached"],
+    )
+    say(f"head: {report['head_cache_speedup']:.1f}x with the feature cache "
+        f"({report['head_cache_speedup_first_trial']:.1f}x for the trial that computes the features)")
+
+
+def pruning(args: argparse.Namespace, report: dict) -> None:
+    import optuna
+
+    from study.objective import Objective
+    from study.run import make_pruner, make_sampler, prepare_data
+
+    variant = args.pruning_variant or args.variant
+    outcome = {}
+    for pruner in (args.pruner, "none"):
+        settings = settings_for(args, variant=variant, epochs=args.trial_epochs, pruner=pruner, trials=args.trials)
+        tokenizer, data = prepare_data(settings)
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(settings), pruner=make_pruner(settings),
+                                    storage=optuna.storages.InMemoryStorage())
+        say(f"pruning: {args.trials} {variant} trials with pruner {pruner}")
+
+        def progress(study, trial):
+            steps = trial.user_attrs.get("optimizer_steps", 0)
+            value = f"{trial.value:.4f}" if trial.value is not None else "-"
+            say(f"  trial {trial.number:>2} {trial.state.name:<8} val_acc={value} steps={steps}")
+
+        started = time.perf_counter()
+        study.optimize(Objective(settings, data, tokenizer), n_trials=args.trials, callbacks=[progress], gc_after_trial=True)
+        trials = study.get_trials(deepcopy=False)
+        outcome[pruner] = {
+            "steps": sum(t.user_attrs.get("optimizer_steps", 0) for t in trials),
+            "best": study.best_value,
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+            "seconds": time.perf_counter() - started,
+        }
+    pruned, unpruned = outcome[args.pruner], outcome["none"]
+    report.update(
+        pruner=args.pruner,
+        pruning_variant=variant,
+        pruned_steps=pruned["steps"],
+        unpruned_steps=unpruned["steps"],
+        pruned_steps_ratio=pruned["steps"] / unpruned["steps"],
+        pruned_trials=pruned["pruned"],
+        best_val_acc_pruned=pruned["best"],
+        best_val_acc_unpruned=unpruned["best"],
+        pruning_study_s=pruned["seconds"],
+        unpruned_study_s=unpruned["seconds"],
+    )
+    say(f"pruning: {pruned['steps']} steps with {args.pruner} vs {unpruned['steps']} without (ratio "
+        f"{report['pruned_steps_ratio']:.2f}); best val_acc {pruned['best']:.4f} vs {unpruned['best']:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    for name in ("max_train_samples", "max_eval_samples", "epochs", "batch_size", "repeats", "trial_epochs", "trials", "threads"):
+        check_positive(name, getattr(args, name))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.json is not None and not args.json.parent.exists():
+        raise UsageError(f"--json: folder {args.json.parent} does not exist")
+    report: dict = {
+        "model": args.model, "data": args.data, "variant": args.variant, "max_train_samples": args.max_train_samples,
+        "max_eval_samples": args.max_eval_samples, "epochs": args.epochs, "batch_size": args.batch_size,
+        "naive_batch_size": NAIVE_BATCH, "compile": args.compile,
+        "device": torch.cuda.get_device_name() if use_gpu() else f"cpu ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "python": platform.python_version(),
+    }
+    started = time.perf_counter()
+    for part, run in (("throughput", throughput), ("head", head), ("pruning", pruning)):
+        if part in args.parts:
+            run(args, report)
+    report["bench_s"] = time.perf_counter() - started
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,104 @@
+"""What study.run shows while it works: a bar over trials (on a terminal), a line per finished trial and per epoch."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from emotion_core.train import Evaluation
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials per state, lower-case names, in TrialState's order; states without trials are left out."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    return {name: n for name, n in counts.items() if n}
+
+
+def best_text(study: optuna.Study) -> str:
+    """The best value so far; for a multi-objective study the Pareto front's size and its best accuracy."""
+    if len(study.directions) > 1:
+        front = study.best_trials
+        return f"front={len(front)} best_acc={max(t.values[0] for t in front):.4f}" if front else "front=0"
+    try:
+        return f"best={study.best_value:.4f}"
+    except ValueError:
+        return "best=-"
+
+
+def values_text(trial: optuna.trial.FrozenTrial) -> str:
+    if trial.values is None:
+        return "val_acc=-"
+    text = f"val_acc={trial.values[0]:.4f}"
+    return text + (f" mem={trial.values[1]:.0f}MiB" if len(trial.values) > 1 else "")
+
+
+def params_text(params: dict) -> str:
+    """Parameters for a line: three significant digits are enough to tell trials apart."""
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+class Progress:
+    """An Optuna callback (one call per finished trial) and an evaluation hook (per-epoch lines inside a trial).
+
+    On a terminal a tqdm bar counts finished trials, with complete/pruned/failed counts, the best value and tqdm's
+    ETA. Elsewhere (a log file, nohup, a test) the bar is off and each trial's line carries the same numbers.
+    """
+
+    def __init__(self, study: optuna.Study, total: int, *, file=None):
+        self.total = total
+        self.file = file or sys.stdout
+        finished = self._finished(state_counts(study))
+        self._initial = finished
+        self._started = time.monotonic()
+        # disable=None: tqdm turns itself off when stderr is not a terminal.
+        self.bar = tqdm(total=total, initial=min(finished, total), desc=study.study_name, unit="trial", disable=None, dynamic_ncols=True)
+        self._postfix(study)
+
+    @staticmethod
+    def _finished(counts: dict[str, int]) -> int:
+        return counts.get("complete", 0) + counts.get("pruned", 0)
+
+    def write(self, line: str) -> None:
+        """A line above the bar (or a plain line without one)."""
+        tqdm.write(line, file=self.file)
+        self.file.flush()
+
+    def _postfix(self, study: optuna.Study) -> str:
+        counts = state_counts(study)
+        text = f"complete={counts.get('complete', 0)} pruned={counts.get('pruned', 0)} failed={counts.get('fail', 0)} {best_text(study)}"
+        self.bar.set_postfix_str(text, refresh=False)
+        return text
+
+    def eta(self, finished: int) -> str:
+        done = finished - self._initial
+        if done <= 0 or finished >= self.total:
+            return "-"
+        return tqdm.format_interval((time.monotonic() - self._started) / done * (self.total - finished))
+
+    def on_trial_eval(self, number: int, evaluation: Evaluation, epochs: float) -> None:
+        """One compact line at the end of each epoch (evaluations also come mid-epoch; they feed the pruner only)."""
+        epoch = evaluation.epoch
+        if abs(epoch - round(epoch)) > 1e-3 and epoch < epochs - 1e-3:
+            return
+        self.write(f"  trial {number:>3} epoch {epoch:g}/{epochs:g} val_acc={evaluation.accuracy:.4f} val_loss={evaluation.loss:.4f}")
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        postfix = self._postfix(study)
+        finished = self._finished(state_counts(study))
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        reason = trial.user_attrs.get("fail_reason", "")
+        line = f"trial {trial.number:>3} {trial.state.name:<8} {values_text(trial)} {seconds:6.1f}s {params_text(trial.params)}"
+        if reason:
+            line += f" ({reason})"
+        if self.bar.disable:  # no bar to carry the counts: the line does
+            line += f" [{finished}/{self.total} finished; {postfix}; eta {self.eta(finished)}]"
+        self.write(line)
+        self.bar.update(max(0, min(finished, self.total) - self.bar.n))
+
+    def close(self) -> None:
+        self.bar.close()

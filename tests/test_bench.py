@@ -1,0 +1,30 @@
+import json
+import math
+
+from study import bench
+from study.cli import run_main
+
+
+def test_bench_measures_every_part(tiny_model, data_folder, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = [
+        "--model", tiny_model, "--data", data_folder, "--max-train-samples", "48", "--max-eval-samples", "24",
+        "--batch-size", "16", "--trial-epochs", "2", "--trials", "3", "--output-dir", str(tmp_path / "out"), "--json", str(out),
+    ]
+    assert run_main(bench.main, args) == 0
+    report = json.loads(out.read_text())
+    for key in ("naive_samples_per_s", "project_samples_per_s", "speedup", "naive_peak_memory_mib", "project_peak_memory_mib",
+                "head_cache_speedup", "pruned_steps_ratio", "best_val_acc_pruned", "best_val_acc_unpruned"):
+        assert isinstance(report[key], float) and math.isfinite(report[key]), key
+    assert report["naive_samples_per_s"] > 0 and report["project_samples_per_s"] > 0
+    assert math.isclose(report["speedup"], report["project_samples_per_s"] / report["naive_samples_per_s"])
+    assert report["head_cache_speedup"] > 0
+    assert 0 < report["pruned_steps_ratio"] <= 1 and report["unpruned_steps"] == 3 * 2 * 3  # 48 / 16 steps per epoch
+    assert 0 <= report["best_val_acc_pruned"] <= 1 and 0 <= report["best_val_acc_unpruned"] <= 1
+    text = capsys.readouterr().out
+    assert "throughput: naive" in text and "speedup" in text and "pruning:" in text
+
+
+def test_bench_rejects_bad_counts(capsys):
+    assert run_main(bench.main, ["--trials", "0"]) == 2
+    assert "--trials must be positive" in capsys.readouterr().err

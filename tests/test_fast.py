@@ -1,0 +1,121 @@
+"""The fast paths give what the plain ones give: the head on cached features, the base read once and copied, the
+tokenization cache read by another process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emotion_core.data import load_splits, tokenize_splits
+from emotion_core.features import clear_feature_cache, feature_splits
+from emotion_core.train import TrainConfig, evaluate_logits, train
+from emotion_core.variants import ModelParams, build_model, fresh_base, head_module, load_base
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def head_config(model, **changes):
+    return TrainConfig(model=model, variant="head", learning_rate=3e-2, epochs=3, batch_size=16, **changes)
+
+
+def test_head_on_cached_features_is_the_head_on_the_model(tiny_model, tokenizer, tokenized, tmp_path):
+    """Dropout 0 and the same seed: the same computation, batch for batch, up to float rounding."""
+    plain = train(head_config(tiny_model, dropout=0.0, feature_cache=False), tokenized, tokenizer,
+                  evaluate_test=True, save_to=tmp_path / "plain")
+    fast = train(head_config(tiny_model, dropout=0.0), tokenized, tokenizer, evaluate_test=True, save_to=tmp_path / "fast")
+    assert fast.val_accuracy == plain.val_accuracy > 0.4
+    assert [e.accuracy for e in fast.evaluations] == [e.accuracy for e in plain.evaluations]
+    assert [e.step for e in fast.evaluations] == [e.step for e in plain.evaluations]
+    assert [e.loss for e in fast.evaluations] == pytest.approx([e.loss for e in plain.evaluations], abs=1e-5)
+    assert fast.test["accuracy"] == plain.test["accuracy"]
+    assert (fast.trainable_params, fast.total_params, fast.optimizer_steps) == (plain.trainable_params, plain.total_params, 45)
+    plain_weights, fast_weights = load_file(plain.saved_to), load_file(fast.saved_to)
+    assert set(fast_weights) == set(plain_weights) == {"score.weight"}
+    assert torch.allclose(fast_weights["score.weight"], plain_weights["score.weight"], atol=1e-5)
+
+    # The saved head loads into the real model (what final and predict do) and gives the accuracy it was selected on.
+    model = build_model(tiny_model, "head", ModelParams(dropout=0.0), tokenizer.pad_token_id)
+    model.load_state_dict(fast_weights, strict=False)
+    logits = evaluate_logits(model, tokenized.validation, tokenizer)
+    accuracy = float((torch.tensor(logits).argmax(-1) == torch.tensor(tokenized.validation["label"])).float().mean())
+    assert accuracy == pytest.approx(fast.val_accuracy)
+
+
+def test_head_with_dropout_learns_as_well_on_features(tiny_model, tokenizer, tokenized):
+    plain = train(head_config(tiny_model, dropout=0.2, feature_cache=False), tokenized, tokenizer)
+    fast = train(head_config(tiny_model, dropout=0.2), tokenized, tokenizer)
+    assert abs(fast.val_accuracy - plain.val_accuracy) <= 0.1 and fast.val_accuracy > 0.4
+
+
+def test_features_are_computed_once_per_process(tiny_model, tokenizer, tokenized):
+    clear_feature_cache()
+    first = feature_splits(tiny_model, tokenized, tokenizer)
+    again = feature_splits(tiny_model, tokenized, tokenizer, with_test=True)
+    assert first.seconds > 0 and again.train is first.train and first.test is None and len(again.test) == len(tokenized.test)
+    assert feature_splits(tiny_model, tokenized, tokenizer, with_test=True).seconds == 0.0
+    assert again.train.features.shape == (len(tokenized.train), 32)
+    assert again.validation.lengths == tokenized.validation["length"][:]
+
+
+def test_base_is_read_once_and_each_copy_is_fresh(tiny_model, tokenizer):
+    a = fresh_base(tiny_model, "lora", tokenizer.pad_token_id, seed=1)
+    b = fresh_base(tiny_model, "lora", tokenizer.pad_token_id, seed=1)
+    c = fresh_base(tiny_model, "lora", tokenizer.pad_token_id, seed=2)
+    assert a is not b
+    assert torch.equal(a.score.weight, b.score.weight) and not torch.equal(a.score.weight, c.score.weight)
+    with torch.no_grad():
+        a.transformer.h[0].attn.c_attn.weight.add_(1.0)  # what training one copy does stays in it
+    assert not torch.equal(a.transformer.h[0].attn.c_attn.weight, b.transformer.h[0].attn.c_attn.weight)
+    disk = load_base(tiny_model, "lora", tokenizer.pad_token_id)
+    assert torch.equal(b.transformer.h[0].attn.c_attn.weight, disk.transformer.h[0].attn.c_attn.weight)
+    assert b.config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_a_copied_4bit_base_trains_on_its_own(tiny_model, tokenizer):
+    import bitsandbytes as bnb
+
+    first = build_model(tiny_model, "qlora", ModelParams(), tokenizer.pad_token_id)
+    second = fresh_base(tiny_model, "qlora", tokenizer.pad_token_id)
+    layer = first.base_model.model.transformer.h[0].attn.c_attn.base_layer
+    assert isinstance(layer, bnb.nn.Linear4bit) and layer.weight.quant_state is not None
+    inputs = torch.tensor([[3, 4, 5, 6]])
+    before = second(input_ids=inputs).logits.detach()
+    first.train()
+    first(input_ids=inputs, labels=torch.tensor([1])).loss.backward()
+    assert any(p.grad is not None for n, p in first.named_parameters() if "lora_A" in n)
+    assert torch.equal(second(input_ids=inputs).logits.detach(), before)
+
+
+def test_frozen_base_of_the_head_runs_in_eval_mode(tiny_model, tokenizer, tokenized):
+    model = build_model(tiny_model, "head", ModelParams(dropout=0.0), tokenizer.pad_token_id)
+    model.train()
+    batch = {"input_ids": torch.tensor([tokenized.train[0]["input_ids"]])}
+    first, second = model(**batch).logits, model(**batch).logits
+    assert torch.equal(first, second)  # no dropout inside the base
+    assert not model.transformer.training and model.training and head_module(model)[1].training
+
+
+def test_another_process_reads_the_tokenization_cache(tmp_path, data_folder, tiny_model, tokenizer):
+    cache = tmp_path / "cache"
+    tokenizer("i feel fine", truncation=True, max_length=8)  # a used tokenizer keeps its key (its backend holds the truncation)
+    first = tokenize_splits(load_splits(data_folder), tokenizer, cache_dir=cache)
+    files = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
+    script = (
+        "import json, sys\n"
+        "from emotion_core.data import load_splits, tokenize_splits\n"
+        "from emotion_core.variants import load_tokenizer\n"
+        f"data = tokenize_splits(load_splits({data_folder!r}), load_tokenizer({tiny_model!r}), cache_dir={str(cache)!r})\n"
+        "print(json.dumps({'key': data.key, 'files': [f['filename'] for f in data.train.cache_files],"
+        " 'ids': data.validation['input_ids'][:]}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
+    second = json.loads(out.stdout.strip().splitlines()[-1])
+    assert second["key"] == first.key and second["ids"] == first.validation["input_ids"][:]
+    assert second["files"] and all(f.startswith(str(cache / first.key)) for f in second["files"])
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == files  # nothing written: it did not tokenize again

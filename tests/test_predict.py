@@ -1,0 +1,46 @@
+"""study.predict loads a final model (base model plus saved head or adapter) and classifies sentences."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from emotion_core.labels import LABELS
+from study import final, predict
+from study.cli import run_main
+
+
+def predictions(capsys, args) -> list[tuple[str, float, str]]:
+    assert run_main(predict.main, args) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    return [(label, float(probability), text) for label, probability, text in rows]
+
+
+@pytest.mark.parametrize("number,variant", [(0, "head"), (1, "lora"), (2, "qlora")])
+def test_predict_reproduces_the_final_test_accuracy(copy_study, data_folder, capsys, number, variant):
+    where = ["--study-name", copy_study["name"], "--output-dir", copy_study["output_dir"]]
+    assert run_main(final.main, ["--storage", copy_study["storage"], "--trial", str(number), *where]) == 0
+    report = json.loads((Path(copy_study["output_dir"]) / "done" / "final" / "report.json").read_text())
+    assert report["variant"] == variant and report["best_trial"] == number
+    capsys.readouterr()
+
+    lines = (Path(data_folder) / "test.txt").read_text().splitlines()
+    texts = [line.rsplit(";", 1)[0] for line in lines]
+    rows = predictions(capsys, [*where, *texts])
+    assert [text for _, _, text in rows] == texts
+    assert all(label in LABELS and 1 / len(LABELS) <= p <= 1 for label, p, _ in rows)
+    correct = sum(label == line.rsplit(";", 1)[1] for (label, _, _), line in zip(rows, lines))
+    # The model that predict loads is the one study.final tested: the same predictions, up to a near tie.
+    assert abs(correct / len(lines) - report["test_accuracy"]) <= 1 / len(lines) + 1e-9
+
+
+def test_predict_reads_stdin(finished_study, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("i feel happy\n\nthe exam made me feel scared\n"))
+    rows = predictions(capsys, ["--study-name", "done", "--output-dir", finished_study["output_dir"]])
+    assert [text for _, _, text in rows] == ["i feel happy", "the exam made me feel scared"]
+
+
+def test_predict_without_a_final_model_exits_2(tmp_path, capsys):
+    assert run_main(predict.main, ["--study-name", "nothing", "--output-dir", str(tmp_path), "i feel fine"]) == 2
+    assert "run python -m study.final first" in capsys.readouterr().err
