@@ -188,22 +188,26 @@ def _environment(**values: str):
                 os.environ[key] = value
 
 
-def _stop_with_parent(parent: int) -> None:
-    """Have the kernel send SIGTERM when the command that started this worker dies (Linux): killing that command
-    stops its workers, which mark their trials as they do on Ctrl-C."""
-    try:
-        import ctypes
+def _stop_with_command(command_pid: int) -> None:
+    """SIGTERM to this worker once the command that started it is gone, however it ended (kill -9 included): the
+    worker then marks its trial as on Ctrl-C. A thread polls, since a worker's parent may be a fork server, which
+    outlives the command."""
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # it died before the line above
-        sys.exit(130)
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(command_pid, 0)
+            except ProcessLookupError:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(POLL_S)
+
+    threading.Thread(target=watch, name="stop-with-command", daemon=True).start()
 
 
-def worker_process(settings: StudySettings, index: int, deadline: float | None, parent: int) -> None:
-    """Entry point of a spawned worker: open the study and run trials (exit code 130 after Ctrl-C, 1 on failure)."""
-    _stop_with_parent(parent)
+def worker_process(settings: StudySettings, index: int, deadline: float | None, command_pid: int) -> None:
+    """Entry point of a worker process: open the study and run trials (exit code 130 after Ctrl-C, 1 on failure)."""
+    _stop_with_command(command_pid)
     from study import run
     from study.cli import configure_logging
     from study.objective import Objective
@@ -233,8 +237,13 @@ def run_workers(settings: StudySettings, deadline: float | None) -> None:
     Raises KeyboardInterrupt after Ctrl-C (forwarded to the workers, which mark their trials) and TrialsKeepFailing
     when a worker stopped on failures.
     """
-    context = multiprocessing.get_context("spawn")  # CUDA does not survive fork
     gpus = visible_gpus()
+    if gpus:  # the preloaded imports start CUDA (peft imports bitsandbytes), which a forked child cannot use
+        context = multiprocessing.get_context("spawn")
+    else:  # forked from a server that has imported the libraries once, instead of K processes importing them
+        context = multiprocessing.get_context("forkserver")
+        # Not study.run: a worker re-runs the command's main module, which must not be imported already.
+        context.set_forkserver_preload(["transformers", "peft", "emotion_core.train", "study.workers"])
     if 1 < len(gpus) < settings.workers:
         print(f"{settings.workers} workers on {len(gpus)} GPUs: some GPUs run several workers", flush=True)
     processes = []
