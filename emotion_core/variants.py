@@ -43,7 +43,12 @@ class ModelParams:
 
 
 def _load_error(kind: str, name: str, error: Exception) -> ModelLoadError:
-    where = "local folder" if Path(name).expanduser().exists() else "Hugging Face hub"
+    path = Path(name).expanduser()
+    if not path.exists() and (path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1):
+        return ModelLoadError(
+            f"{kind} folder {name!r} does not exist; pass a folder written by save_pretrained() or a hub id: --model /path/to/folder"
+        )
+    where = "local folder" if path.exists() else "Hugging Face hub"
     return ModelLoadError(
         f"cannot load the {kind} {name!r} from the {where} ({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}). "
         "If this machine is offline, save the model with save_pretrained() on a machine that has it, "

@@ -37,7 +37,7 @@ def corrupt(tmp_path: Path, data_folder: str, name: str, content: bytes) -> str:
 
 
 CASES = {
-    "missing model folder": (["--model", "/nowhere/model"], ["model '/nowhere/model'", "--model /path/to/folder"]),
+    "missing model folder": (["--model", "/nowhere/model"], ["model folder '/nowhere/model' does not exist", "--model /path/to/folder"]),
     "model hub unreachable": (["--model", "emotion-study-tests/absent"], ["Hugging Face hub", "--model /path/to/folder"]),
     "missing data folder": (["--data", "/nowhere/data"], ["data folder '/nowhere/data' does not exist"]),
     "data hub unreachable": (["--data", "emotion-study-tests/absent"], ["from the Hugging Face hub", "--data /path/to/folder"]),
