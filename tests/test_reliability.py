@@ -142,9 +142,8 @@ def test_three_workers_on_postgresql_finish_exactly_the_total_and_never_show_the
         reports = {p.name: p.read_text() for p in (tmp_path / "out" / name / "final").glob("report.*")}
         assert len(reports) == 2 and not any("s3cret-pw" in r for r in reports.values())
         assert "postgres:***@" in reports["report.json"]
-        out, err = capfd.readouterr()
-        assert "trial   8" in out or "trial 8" in out
-        assert "s3cret-pw" not in out + err
+        out, err = capfd.readouterr()  # this command's own lines (workers forked from a server write where it does)
+        assert "9 complete" in out and "s3cret-pw" not in out + err
     finally:
         if name in optuna.get_all_study_names(storage):
             optuna.delete_study(study_name=name, storage=storage)
