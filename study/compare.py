@@ -65,6 +65,7 @@ def run_variant(settings: StudySettings, variant: str) -> dict:
         "params": params,
         "test_accuracy": result.test["accuracy"],
         "test_macro_f1": result.test["macro_f1"],
+        "test_f1_per_class": {label: round(row["f1"], 4) for label, row in result.test["per_class"].items()},
         "val_accuracy": result.val_accuracy,
         "weights_mib": round(result.weights_mib, 1),
         "peak_memory_mib": round(result.peak_memory_mib, 1),
@@ -96,8 +97,9 @@ def markdown(summary: dict) -> str:
         "",
         f"Command: `{summary['command']}`",
         "",
-        "| variant | learning rate | LoRA r | test accuracy | macro F1 | weights MiB | training peak MiB | trainable params | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | learning rate | LoRA r | test accuracy | macro F1 | weights MiB | training peak MiB |"
+        + ("" if summary["gpu"] else " process peak RSS MiB |") + " trainable params | train s |",
+        "|---" * (9 if summary["gpu"] else 10) + "|",
     ]
     for row in summary["rows"]:
         if "error" in row:
@@ -106,15 +108,17 @@ def markdown(summary: dict) -> str:
         params = row["params"]
         lines.append(
             f"| {row['variant']} | {params['learning_rate']:g} | {params.get('lora_r', '-')} | {row['test_accuracy']:.4f} | "
-            f"{row['test_macro_f1']:.4f} | {mib(row['weights_mib'])} | {mib(row['peak_memory_mib'])} | {row['trainable_params']:,} | "
-            f"{row['train_seconds']:.1f} |"
+            f"{row['test_macro_f1']:.4f} | {mib(row['weights_mib'])} | {mib(row['peak_memory_mib'])} | "
+            + ("" if summary["gpu"] else f"{mib(row['peak_rss_mib'])} | ")
+            + f"{row['trainable_params']:,} | {row['train_seconds']:.1f} |"
         )
     lines += [
         "",
         "Weights: `get_memory_footprint()` of the loaded model. Training peak: "
         + ("`torch.cuda.max_memory_allocated` during training, weights included."
            if summary["gpu"] else
-           "growth of the process's resident memory during training (each variant in a fresh process), weights not included."),
+           "growth of the process's resident memory during training (each variant in a fresh process), weights not included; "
+           "process peak RSS: the whole process's peak, weights, libraries and what loading left behind included."),
         "Train time includes the validation passes during training (twice per epoch).",
     ]
     return "\n".join(lines) + "\n"
@@ -134,11 +138,13 @@ def bar_chart(summary: dict, path: Path) -> Path:
     bars = left.bar(x, [r["test_accuracy"] for r in rows], color="tab:blue")
     left.bar_label(bars, fmt="%.3f")
     left.set(xticks=x, xticklabels=names, ylim=(0, 1.08), ylabel="test accuracy", title="Test accuracy")
-    width = 0.38
-    weights = right.bar(x - width / 2, [r["weights_mib"] for r in rows], width, label="weights (get_memory_footprint)")
-    peak = right.bar(x + width / 2, [r["peak_memory_mib"] for r in rows], width, label="training peak")
-    right.bar_label(weights, labels=[mib(r["weights_mib"]) for r in rows])
-    right.bar_label(peak, labels=[mib(r["peak_memory_mib"]) for r in rows])
+    series = [("weights_mib", "weights (get_memory_footprint)"), ("peak_memory_mib", "training peak")]
+    if not summary["gpu"]:
+        series.append(("peak_rss_mib", "process peak RSS"))
+    width = 0.8 / len(series)
+    for i, (key, label) in enumerate(series):
+        bars = right.bar(x + (i - (len(series) - 1) / 2) * width, [r[key] for r in rows], width, label=label)
+        right.bar_label(bars, labels=[mib(r[key]) for r in rows], fontsize=8)
     right.set(xticks=x, xticklabels=names, ylabel="MiB", title="Memory")
     right.legend(fontsize=8)
     figure.suptitle(f"{Path(summary['budget']['model']).name}, {summary['n_train']} train sentences, {summary['device']}", fontsize=10)
