@@ -46,17 +46,20 @@ class Progress:
     """An Optuna callback (one call per finished trial) and an evaluation hook (per-epoch lines inside a trial).
 
     On a terminal a tqdm bar counts finished trials, with complete/pruned/failed counts, the best value and tqdm's
-    ETA. Elsewhere (a log file, nohup, a test) the bar is off and each trial's line carries the same numbers.
+    ETA. Elsewhere (a log file, nohup, a test) the bar is off and each trial's line carries the same numbers; so it is
+    with ``bar=False``, for worker processes whose output interleaves.
     """
 
-    def __init__(self, study: optuna.Study, total: int, *, file=None):
+    def __init__(self, study: optuna.Study, total: int, *, file=None, bar: bool = True):
         self.total = total
         self.file = file or sys.stdout
         finished = self._finished(state_counts(study))
         self._initial = finished
         self._started = time.monotonic()
         # disable=None: tqdm turns itself off when stderr is not a terminal.
-        self.bar = tqdm(total=total, initial=min(finished, total), desc=study.study_name, unit="trial", disable=None, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total, initial=min(finished, total), desc=study.study_name, unit="trial", disable=None if bar else True, dynamic_ncols=True
+        )
         self._postfix(study)
 
     @staticmethod

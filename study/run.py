@@ -102,37 +102,13 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-class ProgressLine:
-    """One line per finished trial, for worker processes (their output interleaves, so no bars): its state and
-    value, the best so far, and how far the study is."""
-
-    def __init__(self, total: int):
-        self.total = total
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        finished = count_finished(study)
-        value = f"{trial.value:.4f}" if trial.value is not None else "-"
-        try:
-            best = f"{study.best_value:.4f}"
-        except ValueError:
-            best = "-"
-        seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        reason = trial.user_attrs.get("fail_reason", "")
-        print(
-            f"trial {trial.number:>3} {trial.state.name:<8} val_acc={value} best={best} {seconds:6.1f}s "
-            f"[{finished}/{self.total} finished] {trial.params}" + (f" ({reason})" if reason else ""),
-            flush=True,
-        )
-
-
 def optimize(study: optuna.Study, storage, objective: Objective, settings: StudySettings) -> None:
     """Run trials until the study holds settings.trials finished ones: here, or in settings.workers processes."""
     deadline = time.time() + settings.timeout if settings.timeout else None
     if settings.workers > 1:
         run_workers(settings, deadline)
     else:
-        progress = objective.progress or ProgressLine(settings.trials)
-        run_trials(study, storage, objective, settings, [progress], deadline)
+        run_trials(study, storage, objective, settings, [objective.progress] if objective.progress else [], deadline)
 
 
 def print_summary(study: optuna.Study, settings: StudySettings) -> None:

@@ -211,6 +211,7 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None, 
     from study import run
     from study.cli import configure_logging
     from study.objective import Objective
+    from study.progress import Progress
     from study.storage import open_storage
 
     configure_logging(settings.verbose)
@@ -223,7 +224,8 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None, 
     study.sampler = run.make_sampler(dataclasses.replace(settings, seed=sampler_seed(settings.seed, len(study.trials), index)))
     tokenizer, data = run.prepare_data(settings)
     try:
-        run_trials(study, storage, Objective(settings, data, tokenizer), settings, [run.ProgressLine(settings.trials)], deadline)
+        progress = Progress(study, settings.trials, bar=False)  # the workers' lines interleave: no bars
+        run_trials(study, storage, Objective(settings, data, tokenizer, progress), settings, [progress], deadline)
     except KeyboardInterrupt:
         sys.exit(130)
     except TrialsKeepFailing as error:
