@@ -47,9 +47,11 @@ def test_head_on_cached_features_is_the_head_on_the_model(tiny_model, tokenizer,
 
 
 def test_head_with_dropout_learns_as_well_on_features(tiny_model, tokenizer, tokenized):
-    plain = train(head_config(tiny_model, dropout=0.2, feature_cache=False), tokenized, tokenizer)
-    fast = train(head_config(tiny_model, dropout=0.2), tokenized, tokenizer)
-    assert abs(fast.val_accuracy - plain.val_accuracy) <= 0.1 and fast.val_accuracy > 0.4
+    """Dropout draws other masks on features than in the model, so one seed's accuracies differ by up to 6 of the 60
+    sentences either way; the mean of three seeds stays close."""
+    plain = [train(head_config(tiny_model, dropout=0.2, seed=s, feature_cache=False), tokenized, tokenizer).val_accuracy for s in range(3)]
+    fast = [train(head_config(tiny_model, dropout=0.2, seed=s), tokenized, tokenizer).val_accuracy for s in range(3)]
+    assert abs(sum(fast) / 3 - sum(plain) / 3) <= 0.05 and min(fast) > 0.4
 
 
 def test_features_are_computed_once_per_process(tiny_model, tokenizer, tokenized):
@@ -119,3 +121,26 @@ def test_another_process_reads_the_tokenization_cache(tmp_path, data_folder, tin
     assert second["key"] == first.key and second["ids"] == first.validation["input_ids"][:]
     assert second["files"] and all(f.startswith(str(cache / first.key)) for f in second["files"])
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == files  # nothing written: it did not tokenize again
+
+
+def padded_tokens(order: list[int], lengths: list[int], batch_size: int) -> int:
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def test_length_grouped_batches_pad_little_on_a_small_subset():
+    """A bench-sized subset (320 rows, batch 32): the HF sampler's groups of 2 batches padded 2.4x what sorting needs."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from emotion_core.train import length_grouped_sampler
+
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(4, 60, (320,), generator=generator).tolist()
+    sorted_tokens = padded_tokens(sorted(range(320), key=lambda i: -lengths[i]), lengths, 32)
+    orders = [list(length_grouped_sampler(32, lengths, generator)) for _ in range(2)]
+    for order in orders:
+        assert sorted(order) == list(range(320))  # every row once per epoch
+        assert padded_tokens(order, lengths, 32) == sorted_tokens
+        assert lengths[order[0]] == max(lengths)  # the longest batch first
+    assert orders[0] != orders[1]  # the batches come in another order each epoch
+    assert padded_tokens(list(LengthGroupedSampler(32, lengths=lengths, generator=generator)), lengths, 32) > 1.3 * sorted_tokens
