@@ -35,7 +35,7 @@ class StudySettings:
         metadata=_help("accuracy: maximize val accuracy; accuracy,memory: also minimize peak training memory (a Pareto front, no pruning)",
                        choices=tuple(OBJECTIVES)),
     )
-    pruner: str = field(default="halving", metadata=_help("early stopping of bad trials (halving: successive halving, the fastest on the bench)", choices=("halving", "median", "hyperband", "none")))
+    pruner: str = field(default="median", metadata=_help("early stopping of bad trials (median: the one that kept the best trial on the bench)", choices=("halving", "median", "hyperband", "none")))
     sampler: str = field(default="tpe", metadata=_help("how parameters are chosen", choices=("tpe", "random")))
     seed: int = field(default=0, metadata=_help("seed of the sampler and of training"))
     epochs: float = field(default=3.0, metadata=_help("training epochs per trial"))
