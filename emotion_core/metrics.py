@@ -32,3 +32,8 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) ->
 
 def predictions_from_logits(logits: np.ndarray) -> np.ndarray:
     return np.asarray(logits).argmax(axis=-1)
+
+
+def trainer_accuracy(prediction) -> dict:
+    """``compute_metrics`` for the HF Trainer: validation accuracy from an EvalPrediction."""
+    return {"accuracy": accuracy(prediction.label_ids, predictions_from_logits(prediction.predictions))}

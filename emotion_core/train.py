@@ -27,7 +27,7 @@ import torch
 from emotion_core.data import TokenizedSplits, padding_collator
 from emotion_core.features import feature_splits
 from emotion_core.memory import MIB, PeakMemory
-from emotion_core.metrics import accuracy, classification_metrics, predictions_from_logits
+from emotion_core.metrics import classification_metrics, predictions_from_logits, trainer_accuracy
 from emotion_core.variants import ModelParams, build_model, count_parameters, save_trained, trainable_state, use_gpu
 
 
@@ -227,7 +227,7 @@ def _trainer_class(base=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             lengths = dataset.lengths if hasattr(dataset, "lengths") else dataset["length"][:]  # features or tokens
-            return length_grouped_sampler(batch, list(lengths))
+            return length_grouped_sampler(batch, lengths)
 
         def _get_eval_sampler(self, eval_dataset):
             return SequentialSampler(eval_dataset)
@@ -247,10 +247,6 @@ def _allow_recompiles() -> None:
         if hasattr(config, name):
             setattr(config, name, max(getattr(config, name), 64))
             break
-
-
-def _compute_metrics(prediction) -> dict:
-    return {"accuracy": accuracy(prediction.label_ids, predictions_from_logits(prediction.predictions))}
 
 
 def train(
@@ -317,7 +313,7 @@ def train(
                 train_dataset=splits.train,
                 eval_dataset=splits.validation,
                 data_collator=_without_length(collate),
-                compute_metrics=_compute_metrics,
+                compute_metrics=trainer_accuracy,
                 callbacks=callbacks,
             )
             if not config.verbose:

@@ -88,11 +88,8 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
     """What a typical notebook does per trial: tokenize with padding to 128, load the model from disk, fp32, batch 16."""
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, default_data_collator
 
-    from emotion_core.metrics import accuracy, predictions_from_logits
+    from emotion_core.metrics import trainer_accuracy
     from emotion_core.variants import load_tokenizer
-
-    def compute_metrics(prediction) -> dict:
-        return {"accuracy": accuracy(prediction.label_ids, predictions_from_logits(prediction.predictions))}
 
     splits = load_splits(args.data, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed)
     with PeakMemory() as memory:
@@ -120,7 +117,7 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
             use_cpu=not use_gpu(), disable_tqdm=not args.verbose,
         )
         trainer = Trainer(model=model, args=training, train_dataset=train_set, eval_dataset=val_set,
-                          data_collator=default_data_collator, compute_metrics=compute_metrics)
+                          data_collator=default_data_collator, compute_metrics=trainer_accuracy)
         trainer.train()
         seconds = time.perf_counter() - started
     val_accuracy = next((log["eval_accuracy"] for log in reversed(trainer.state.log_history) if "eval_accuracy" in log), None)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shlex
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from emotion_core.variants import VARIANTS
 from study.cli import add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
 from study.settings import ALL_VARIANTS, StudySettings
+from study.workers import process_context
 
 # Fixed before any test result was seen, from common practice rather than tuning: the head is a fresh 6 x hidden
 # matrix on frozen features and takes a large step; LoRA's usual range is 1e-4..1e-3 and a budget run of a few hundred
@@ -193,14 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [],
     }
     del data
-    # A fresh process per variant, so that its peak memory is its own. Each is forked from a server process that has
-    # imported the libraries and done nothing else: clean memory, and the imports are paid once. On a GPU the
-    # preloaded imports (peft imports bitsandbytes) start CUDA, which a forked child cannot use: spawn there.
-    if torch.cuda.is_available():
-        context = multiprocessing.get_context("spawn")
-    else:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["transformers", "peft", "emotion_core.train", "study.run"])
+    # A fresh process per variant, so that its peak memory is its own and it starts from a clean state.
+    context = process_context(torch.cuda.is_available(), ["transformers", "peft", "emotion_core.train", "study.run"])
     for variant in args.variants:
         print(f"{variant}: training with {DEFAULT_PARAMS[variant]} ...", flush=True)
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:

@@ -174,6 +174,17 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def process_context(gpu: bool, preload: Sequence[str]) -> multiprocessing.context.BaseContext:
+    """How to start fresh processes: forked from a server that has imported ``preload`` once, instead of each process
+    importing the libraries; on a GPU spawned, since the preloaded imports start CUDA (peft imports bitsandbytes),
+    which a forked child cannot use."""
+    if gpu:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))
+    return context
+
+
 @contextmanager
 def _environment(**values: str):
     saved = {k: os.environ.get(k) for k in values}
@@ -240,12 +251,8 @@ def run_workers(settings: StudySettings, deadline: float | None) -> None:
     when a worker stopped on failures.
     """
     gpus = visible_gpus()
-    if gpus:  # the preloaded imports start CUDA (peft imports bitsandbytes), which a forked child cannot use
-        context = multiprocessing.get_context("spawn")
-    else:  # forked from a server that has imported the libraries once, instead of K processes importing them
-        context = multiprocessing.get_context("forkserver")
-        # Not study.run: a worker re-runs the command's main module, which must not be imported already.
-        context.set_forkserver_preload(["transformers", "peft", "emotion_core.train", "study.workers"])
+    # Not study.run: a worker re-runs the command's main module, which must not be imported already.
+    context = process_context(bool(gpus), ["transformers", "peft", "emotion_core.train", "study.workers"])
     if 1 < len(gpus) < settings.workers:
         print(f"{settings.workers} workers on {len(gpus)} GPUs: some GPUs run several workers", flush=True)
     processes = []
