@@ -138,10 +138,26 @@ def load_base(name: str, variant: str, pad_token_id: int) -> nn.Module:
             model = load(**{k: v for k, v in kwargs.items() if k != "attn_implementation"})
     except Exception as error:
         raise _load_error("model", name, error) from None
+    if variant == "qlora" and not use_gpu():
+        _keep_4bit_layout_trainable(model)
     model.config.pad_token_id = pad_token_id
     # Set now rather than by the first forward pass, which would make torch.compile compile the model twice.
     model.config.problem_type = "single_label_classification"
     return model
+
+
+def _keep_4bit_layout_trainable(model: nn.Module) -> None:
+    """Keep bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
+
+    bitsandbytes >= 0.49 repacks a Linear4bit's weights at its first no-grad forward on a CPU with AVX512-BF16 (an
+    evaluation), and from then on computes with a kernel that has no backward: the next training step fails ("a view
+    of a leaf Variable that requires grad is being used in an in-place operation"). The repack also fails outright on
+    layers narrower than its 64-value blocks. The plain layout (dequantize, then matmul) trains and evaluates."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 # Loaded bases, read once per process: (name, quantized, dtype) -> model. Two entries cover --variant all

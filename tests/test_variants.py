@@ -46,6 +46,30 @@ def test_qlora_quantizes_the_base_to_4bit(tiny_model, tokenizer):
     assert 0 < trainable < total
 
 
+def test_qlora_trains_after_an_evaluation(tmp_path, tokenizer):
+    """An evaluation (a no-grad forward in eval mode) must leave the 4-bit layers trainable: bitsandbytes >= 0.49
+    repacks them for a CPU inference kernel there, after which backward failed. 64 wide: one full 4-bit block."""
+    from tests.synthetic import build_tiny_gpt2
+
+    model = build_model(str(build_tiny_gpt2(tmp_path / "gpt2-64", n_embd=64)), "qlora", ModelParams(dropout=0.0), tokenizer.pad_token_id)
+    inputs, labels = torch.tensor([[3, 4, 5, 6], [7, 8, 9, 10]]), torch.tensor([1, 4])
+
+    def lora_grads():
+        model.train()
+        model.zero_grad()
+        torch.manual_seed(0)  # the same masks for GPT-2's own dropout
+        model(input_ids=inputs, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if "lora_B" in n}
+
+    before = lora_grads()
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(input_ids=inputs).logits
+    after = lora_grads()
+    assert evaluated.shape == (2, 6) and len(before) == 2 and all(g.abs().sum() > 0 for g in before.values())
+    assert all(torch.allclose(before[n], after[n]) for n in before)
+
+
 def test_last_real_token_is_pooled(tiny_model, tokenizer, tokenized):
     """A sentence gives the same logits alone as in a batch padded to a longer one."""
     model = build_model(tiny_model, "head", ModelParams(dropout=0.0), tokenizer.pad_token_id)
