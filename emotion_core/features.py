@@ -62,7 +62,7 @@ def pooled_features(model: nn.Module, dataset: Dataset, tokenizer, batch_size: i
         order = np.argsort(-np.asarray(dataset["length"]), kind="stable")
         columns = dataset.select_columns(["input_ids", "attention_mask"])
         out = np.zeros((len(dataset), head.in_features), dtype=np.float32)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and base_dtype("head") == torch.bfloat16)
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=any(p.dtype == torch.bfloat16 for p in model.parameters()))
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = collator(columns.select(rows).to_list())
@@ -129,19 +129,19 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 
 def feature_splits(
-    model_name: str, data: TokenizedSplits, tokenizer, *, with_test: bool = False, batch_size: int = 128
+    model_name: str, data: TokenizedSplits, tokenizer, *, with_test: bool = False, batch_size: int = 128, precision: str = "auto"
 ) -> FeatureSplits | None:
     """The pooled features of train and validation (and test), from this process's cache or computed now.
 
     None when the model's head is not a single Linear on a pooled vector: then the head variant trains on tokens."""
-    key = (model_key(model_name), data.key, base_dtype("head"))
+    key = (model_key(model_name), data.key, base_dtype(model_name, "head", precision))
     wanted = ("train", "validation", "test") if with_test else ("train", "validation")
     missing = [split for split in wanted if (*key, split) not in _FEATURES]
     started = time.perf_counter()
     if key in _HEADS and _HEADS[key] is None:
         return None
     if missing:
-        model = fresh_base(model_name, "head", tokenizer.pad_token_id)
+        model = fresh_base(model_name, "head", tokenizer.pad_token_id, precision=precision)
         name, head = head_module(model)
         if not supports_features(model):
             _HEADS[key] = None

@@ -6,8 +6,9 @@ validation accuracy several times per epoch and hands each evaluation to an opti
 
 Fast paths: the base model is read once per process and copied for each run (``variants.fresh_base``); the head
 variant trains on the frozen base's pooled features, computed once per process (``emotion_core.features``);
-evaluation runs over splits sorted by length, in batches of 4x the training batch on a GPU and 2x on a CPU; on a GPU, bf16 and SDPA,
-and ``compile=True`` adds torch.compile.
+evaluation runs over splits sorted by length, in batches of 4x the training batch on a GPU and 2x on a CPU; bf16 where
+the machine has it natively (a GPU, or a CPU with AMX or AVX512-BF16; ``precision`` overrides), and ``compile=True`` adds
+torch.compile.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from emotion_core.data import TokenizedSplits, padding_collator
 from emotion_core.features import feature_splits
 from emotion_core.memory import MIB, PeakMemory
 from emotion_core.metrics import classification_metrics, predictions_from_logits, trainer_accuracy
-from emotion_core.variants import ModelParams, build_model, count_parameters, save_trained, trainable_state, use_gpu
+from emotion_core.variants import ModelParams, autocast_bf16, build_model, count_parameters, save_trained, trainable_state, use_gpu
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TrainConfig:
     target_modules: list[str] | None = None  # LoRA targets; None: peft's defaults for the model type
     feature_cache: bool = True  # head variant: train on the frozen base's pooled features, computed once per process
     compile: bool = False  # torch.compile the model (the compiled code is reused by later runs in the process)
+    precision: str = "auto"  # auto | bf16 | fp32: frozen weights and autocast in bf16 where the machine has it natively
     verbose: bool = False  # show the Trainer's own progress bar and logs
 
     def resolved_eval_batch_size(self) -> int:
@@ -277,7 +279,8 @@ def train(
         setup_started = time.perf_counter()
         features = None
         if config.variant == "head" and config.feature_cache:
-            features = feature_splits(config.model, data, tokenizer, with_test=evaluate_test, batch_size=config.resolved_eval_batch_size())
+            features = feature_splits(config.model, data, tokenizer, with_test=evaluate_test, batch_size=config.resolved_eval_batch_size(),
+                                      precision=config.precision)
         if features is not None:
             # The same head, init and batches as the head on the full model, on vectors instead of sentences.
             model = features.head.build(config.dropout, config.seed)
@@ -285,12 +288,14 @@ def train(
             trainable, total = count_parameters(model)[0], features.head.total_params
             weights_mib = features.head.weights_mib  # the frozen base the features come from
         else:
-            model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id, seed=config.seed)
+            model = build_model(config.model, config.variant, config.model_params(), tokenizer.pad_token_id, seed=config.seed,
+                                precision=config.precision)
             splits, collate = data, padding_collator(tokenizer)
             trainable, total = count_parameters(model)
             weights_mib = model.get_memory_footprint() / MIB
         setup_seconds = time.perf_counter() - setup_started
-        bf16 = use_gpu() and torch.cuda.is_bf16_supported()
+        # The head on cached features too: its Linear then computes as it does on top of the model.
+        bf16 = autocast_bf16(config.model, config.variant, config.precision)
         compile_model = config.compile and features is None
         if compile_model:
             _allow_recompiles()

@@ -27,7 +27,7 @@ from emotion_core.data import MAX_LENGTH, load_splits
 from emotion_core.labels import ID2LABEL, LABEL2ID
 from emotion_core.memory import PeakMemory
 from emotion_core.train import TrainConfig, train
-from emotion_core.variants import VARIANTS, ModelParams, apply_variant, fresh_base, load_base, use_gpu
+from emotion_core.variants import PRECISIONS, VARIANTS, ModelParams, apply_variant, autocast_bf16, fresh_base, load_base, use_gpu
 from study.cli import UsageError, check_positive, configure_logging, run_main
 from study.settings import StudySettings
 
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int, default=defaults.batch_size, help="the project's training batch size (default: %(default)s)")
     add("--learning-rate", type=float, default=TrainConfig.learning_rate, help="learning rate of the throughput trials (default: %(default)s)")
     add("--compile", action="store_true", help="the project's trials use torch.compile")
+    add("--precision", default=defaults.precision, choices=PRECISIONS,
+        help="the project's precision (default: %(default)s: bf16 where the machine has it natively; the naive trial is float32)")
     add("--compare-compile", action="store_true", help="also run the project's trials compiled, and say whether compiling pays")
     add("--repeats", type=int, default=1, help="project trials in a row in one process: the first pays for compiling (default: %(default)s)")
     add("--trial-epochs", type=float, default=defaults.epochs, help="epochs of the head and pruning trials (default: %(default)s)")
@@ -79,7 +81,8 @@ def settings_for(args: argparse.Namespace, **changes) -> StudySettings:
     settings = StudySettings(
         model=args.model, tokenizer=args.tokenizer, data=args.data, variant=args.variant, seed=args.seed,
         epochs=args.epochs, batch_size=args.batch_size, max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples, compile=args.compile, output_dir=args.output_dir, verbose=args.verbose,
+        max_eval_samples=args.max_eval_samples, compile=args.compile, precision=args.precision, output_dir=args.output_dir,
+        verbose=args.verbose,
     )
     return replace(settings, **changes)
 
@@ -133,7 +136,7 @@ def throughput(args: argparse.Namespace, report: dict) -> None:
     say(f"throughput: project setup (read and tokenize once, load the base once) for {args.variant} on {args.model}")
     started = time.perf_counter()
     tokenizer, data = prepare_data(settings)
-    fresh_base(settings.model, args.variant, tokenizer.pad_token_id)
+    fresh_base(settings.model, args.variant, tokenizer.pad_token_id, precision=settings.precision)
     setup = time.perf_counter() - started
     warm_up(settings, params, data, tokenizer)
     trained = len(data.train) * args.epochs
@@ -222,7 +225,7 @@ def head(args: argparse.Namespace, report: dict) -> None:
     settings = settings_for(args, variant="head", epochs=args.trial_epochs)
     tokenizer, data = prepare_data(settings)
     config = settings.train_config({"learning_rate": args.head_learning_rate, "dropout": 0.1, "weight_decay": 0.0})
-    fresh_base(settings.model, "head", tokenizer.pad_token_id)  # both sides start from a loaded base
+    fresh_base(settings.model, "head", tokenizer.pad_token_id, precision=settings.precision)  # both sides start from a loaded base
     times, accuracies = {}, {}
     clear_feature_cache()
     for name, cache in (("uncached", False), ("first_cached", True), ("cached", True)):
@@ -303,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {
         "model": args.model, "data": args.data, "variant": args.variant, "max_train_samples": args.max_train_samples,
         "max_eval_samples": args.max_eval_samples, "epochs": args.epochs, "batch_size": args.batch_size,
-        "naive_batch_size": NAIVE_BATCH, "compile": args.compile,
+        "naive_batch_size": NAIVE_BATCH, "compile": args.compile, "precision": args.precision,
+        "project_bf16": autocast_bf16(args.model, args.variant, args.precision),
         "device": torch.cuda.get_device_name() if use_gpu() else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "python": platform.python_version(),
     }

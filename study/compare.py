@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes compare.md, compare.json and compare.png.",
         epilog="Defaults per variant: " + "; ".join(f"{v}: {p}" for v, p in DEFAULT_PARAMS.items()),
     )
-    add_settings_arguments(parser, [*BUDGET, "output_dir", "verbose"])
+    add_settings_arguments(parser, [*BUDGET, "precision", "output_dir", "verbose"])
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(ALL_VARIANTS),
                         help=f"what to compare, in order (default: {' '.join(ALL_VARIANTS)}; add full for the full fine-tune)")
     parser.add_argument("--out", help="folder for compare.md/json/png (default: <output-dir>/compare/<model>)")

@@ -35,7 +35,7 @@ def load_final_model(folder: Path):
     report = json.loads((folder / "report.json").read_text())
     config = TrainConfig(**report["train_config"])
     tokenizer = load_tokenizer(report.get("tokenizer") or config.model)
-    model = load_base(config.model, config.variant, tokenizer.pad_token_id)
+    model = load_base(config.model, config.variant, tokenizer.pad_token_id, config.precision)
     weights = folder / "model"
     if config.variant in ("lora", "qlora"):
         from peft import PeftModel

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from emotion_core.train import TrainConfig
-from emotion_core.variants import VARIANTS
+from emotion_core.variants import PRECISIONS, VARIANTS
 
 VARIANT_CHOICES = (*VARIANTS, "all")
 # What a trial's value is: validation accuracy alone, or (accuracy, peak memory) for a Pareto front.
@@ -49,6 +49,9 @@ class StudySettings:
         "on several machines"))
     target_modules: list[str] | None = field(default=None, metadata=_help("LoRA target modules (default: peft's for the model type)", nargs="+"))
     compile: bool = field(default=False, metadata=_help("torch.compile the model (GPU; compiled once per process, reused by later trials)"))
+    precision: str = field(default="auto", metadata=_help(
+        "auto: frozen weights and autocast in bf16 where the machine computes in it natively (a GPU, or a CPU with AMX or "
+        "AVX512-BF16), float32 elsewhere; bf16 or fp32 force one", choices=PRECISIONS))
     output_dir: str = field(default="storage", metadata=_help("folder for caches and each study's outputs (<output-dir>/<study>/...)"))
     verbose: bool = field(default=False, metadata=_help("show the Trainer's progress bars and library logs"))
 
@@ -79,6 +82,7 @@ class StudySettings:
             seed=self.seed,
             target_modules=self.target_modules,
             compile=self.compile,
+            precision=self.precision,
             verbose=self.verbose,
             **{k: v for k, v in params.items() if k in known and k != "variant"},
         )

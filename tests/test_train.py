@@ -1,4 +1,5 @@
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from emotion_core.train import TrainConfig, train
@@ -35,3 +36,11 @@ def test_divergence_stops_the_run(tiny_model, tokenizer, tokenized):
     result = train(config, tokenized, tokenizer)
     assert result.diverged and "loss became" in result.diverged
     assert result.optimizer_steps < 30
+
+
+@pytest.mark.parametrize("variant", ["head", "lora"])
+def test_bf16_trains_over_a_bf16_base(variant, tiny_model, tokenizer, tokenized, tmp_path):
+    config = TrainConfig(model=tiny_model, variant=variant, learning_rate=LEARNING_RATES[variant], epochs=3, batch_size=16, precision="bf16")
+    result = train(config, tokenized, tokenizer, evaluate_test=True, save_to=tmp_path / "w")
+    assert result.val_accuracy > 0.4 and result.test["accuracy"] > 0.4
+    assert {t.dtype for t in load_file(result.saved_to).values()} == {torch.float32}

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from emotion_core.train import evaluate_logits
-from emotion_core.variants import ModelLoadError, ModelParams, build_model, count_parameters, load_tokenizer
+from emotion_core.variants import (
+    CPU_BF16_MIN_HIDDEN_SIZE, ModelLoadError, ModelParams, base_dtype, build_model, count_parameters, load_tokenizer, native_bf16,
+)
 
 
 def trainable_names(model):
@@ -68,6 +70,22 @@ def test_qlora_trains_after_an_evaluation(tmp_path, tokenizer):
     after = lora_grads()
     assert evaluated.shape == (2, 6) and len(before) == 2 and all(g.abs().sum() > 0 for g in before.values())
     assert all(torch.allclose(before[n], after[n]) for n in before)
+
+
+def test_precision_sets_the_frozen_weights_dtype(tiny_model, tokenizer, tmp_path):
+    from tests.synthetic import build_tiny_gpt2
+
+    model = build_model(tiny_model, "lora", ModelParams(), tokenizer.pad_token_id, precision="bf16")
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # AdamW's updates need them
+    assert model.config._attn_implementation == ("sdpa" if torch.cuda.is_available() else "eager")
+    assert base_dtype(tiny_model, "qlora", "bf16") == base_dtype(tiny_model, "full", "bf16") == base_dtype(tiny_model, "lora", "fp32") == torch.float32
+    # auto: bf16 only where it pays, which on a CPU takes a model of some width
+    wide = str(build_tiny_gpt2(tmp_path / "wide", n_layer=1, n_embd=CPU_BF16_MIN_HIDDEN_SIZE))
+    assert base_dtype(wide, "head") == (torch.bfloat16 if native_bf16() else torch.float32)
+    assert base_dtype(tiny_model, "head") == (torch.bfloat16 if native_bf16() and torch.cuda.is_available() else torch.float32)
+    with pytest.raises(ValueError, match="unknown precision"):
+        base_dtype(tiny_model, "lora", "fp16")
 
 
 def test_last_real_token_is_pooled(tiny_model, tokenizer, tokenized):
