@@ -22,6 +22,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from emotion_core.train import TrainConfig
 from emotion_core.variants import VARIANTS
 from study.cli import add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
 from study.settings import ALL_VARIANTS, StudySettings
@@ -119,7 +120,7 @@ def markdown(summary: dict) -> str:
            if summary["gpu"] else
            "growth of the process's resident memory during training (each variant in a fresh process), weights not included; "
            "process peak RSS: the whole process's peak, weights, libraries and what loading left behind included."),
-        "Train time includes the validation passes during training (twice per epoch).",
+        f"Train time includes the validation passes during training ({TrainConfig.evals_per_epoch} per epoch).",
     ]
     return "\n".join(lines) + "\n"
 

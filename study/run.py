@@ -64,11 +64,12 @@ def make_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
         # Successive halving keeps the best quarter at each rung. It saved the most steps on the bench, but on a real model
         # it pruned the trial that would have been best (see the median below).
         return optuna.pruners.SuccessiveHalvingPruner()
-    # The default. Two finished trials give a median; each trial reports twice per epoch, so the first report can
-    # already prune. Bench, 12 trials, 2000 sentences, 500 for validation: on SmolLM2-135M head studies (seeds 0, 1) it
-    # ran 52% and 72% of the unpruned steps and kept the best trial, where successive halving ran 38% and 47% and lost
-    # the best by 2 and 3 points (one evaluation of 500 sentences is noisy by about 2 points, so the early order is
-    # loose). On a tiny random GPT-2 (LoRA, seeds 0-3) it ran 39-72%, successive halving 36-47%.
+    # The default. Two finished trials give a median; each trial reports three times per epoch, so the first report can
+    # already prune. Bench, 12 trials, 2000 sentences, 500 for validation, two reports per epoch: on SmolLM2-135M head
+    # studies (seeds 0, 1) it ran 52% and 72% of the unpruned steps and kept the best trial, where successive halving ran
+    # 38% and 47% and lost the best by 2 and 3 points (one evaluation of 500 sentences is noisy by about 2 points, so the
+    # early order is loose). On a tiny random GPT-2 (LoRA, seeds 0-3) it ran 39-72%, successive halving 36-47%.
+    # Three reports per epoch: see TrainConfig.evals_per_epoch.
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 

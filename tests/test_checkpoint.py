@@ -12,7 +12,7 @@ class Crash(Exception):
 
 @pytest.mark.parametrize("variant", ["head", "lora"])
 def test_a_run_continues_from_its_checkpoint_as_if_never_stopped(variant, tiny_model, tokenizer, tokenized, tmp_path):
-    config = TrainConfig(model=tiny_model, variant=variant, learning_rate=1e-2, epochs=2, batch_size=16)
+    config = TrainConfig(model=tiny_model, variant=variant, learning_rate=1e-2, epochs=2, batch_size=16, evals_per_epoch=2)
     unbroken = train(config, tokenized, tokenizer)
 
     def crash_at_second_evaluation(evaluation):

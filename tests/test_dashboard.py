@@ -75,7 +75,7 @@ def test_dashboard_shows_trials_attrs_note_and_artifacts(dashboard, finished_stu
         assert attrs["variant"] == variant
         for key in ("peak_memory_mib", "weights_mib", "train_seconds", "train_samples_per_second", "trainable_params"):
             assert float(attrs[key]) >= 0, key
-        assert len(trial["intermediate_values"]) == 4  # twice per epoch, two epochs
+        assert len(trial["intermediate_values"]) == 6  # three times per epoch, two epochs
 
     report = json.loads((Path(finished_study["output_dir"]) / "done" / "final" / "report.json").read_text())
     study_attrs = {a["key"]: a["value"] for a in detail["user_attrs"]}

@@ -88,8 +88,8 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(study_args, t
     assert study.trials[2].state == TrialState.FAIL
     (retried,) = [t for t in study.trials if t.user_attrs.get("retry_of") == 2]
     assert retried.state == TrialState.COMPLETE and retried.params == study.trials[2].params
-    assert retried.user_attrs["resumed_from_step"] >= 3  # it continued from trial 2's checkpoint
-    assert sorted(retried.intermediate_values) == [3, 6, 9, 12]
+    assert retried.user_attrs["resumed_from_step"] >= 2  # it continued from trial 2's checkpoint (the first is at step 2)
+    assert sorted(retried.intermediate_values) == [2, 4, 6, 8, 10, 12]
     assert not list(checkpoints.glob("trial-*"))  # finished trials leave no checkpoint behind
     params = [str(sorted(t.params.items())) for t in study.get_trials(states=FINISHED)]
     assert len(set(params)) == 4  # the rerun's sampler does not propose the first run's parameters again

@@ -46,7 +46,7 @@ def test_pruner_prunes_an_absurd_learning_rate(study_args):
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     assert trials[2].params["learning_rate"] == 3.0
     assert len(trials[2].intermediate_values) < len(trials[0].intermediate_values)
-    assert len(trials[0].intermediate_values) == 4  # twice per epoch, two epochs
+    assert len(trials[0].intermediate_values) == 6  # three times per epoch, two epochs
 
 
 def test_variant_all_makes_lora_r_conditional(study_args):
