@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import types
@@ -93,6 +94,9 @@ def configure_logging(verbose: bool) -> None:
     transformers.logging.disable_progress_bar()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    # bitsandbytes >= 0.50 warns at import, on CPUs with AVX512-BF16, that the optional `kernels` package is missing
+    # for a CPU inference kernel that QLoRA training does not use (see variants._keep_4bit_layout_trainable).
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)
