@@ -40,26 +40,53 @@ class TrialsKeepFailing(RuntimeError):
     """Several trials in a row failed: the setup, not the parameters, is likely at fault."""
 
 
+# A KeyboardInterrupt raised inside a storage call can leave its transaction open: a SQLite write lock that nothing
+# rolls back, on which the next write (marking the trial failed) then waited for ever (seen in 1 of 17 Ctrl-C runs, and
+# 2 more of them exited 1). A signal that comes during one is acted on when it returns.
+_STORAGE_MODULES = ("sqlalchemy.", "optuna.storages.", "sqlite3")
+_RETRY_S = 0.05
+
+
+def _in_storage_call(frame) -> bool:
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(_STORAGE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextmanager
 def stop_on_first_signal():
-    """Ctrl-C, or SIGTERM (how a machine is preempted), raises KeyboardInterrupt once; later ones are ignored, so that
-    the cleanup that marks the trial failed runs to its end."""
+    """Ctrl-C, or SIGTERM (how a machine is preempted), raises KeyboardInterrupt once, outside storage calls; later
+    ones are ignored, so that the cleanup that marks the trial failed runs to its end."""
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
+    retry_signal = getattr(signal, "SIGALRM", None) if hasattr(signal, "setitimer") else None
+    pending = False
 
     def handler(signum, frame):
-        for number in SIGNALS:
+        nonlocal pending
+        if signum == retry_signal and not pending:  # an alarm that is not ours
+            return
+        pending = True
+        if retry_signal is not None and _in_storage_call(frame):
+            signal.setitimer(signal.ITIMER_REAL, _RETRY_S)  # back here once the storage call is over
+            return
+        for number in installed:
             signal.signal(number, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    previous = {number: signal.getsignal(number) for number in SIGNALS}
-    for number, action in previous.items():
-        if action is not signal.SIG_IGN:  # a process started to ignore it (nohup, &) keeps ignoring it
-            signal.signal(number, handler)
+    previous = {number: signal.getsignal(number) for number in (*SIGNALS, retry_signal) if number is not None}
+    # A process started to ignore a signal (nohup, &) keeps ignoring it.
+    installed = [number for number, action in previous.items() if action is not signal.SIG_IGN or number == retry_signal]
+    for number in installed:
+        signal.signal(number, handler)
     try:
         yield
     finally:
+        if retry_signal is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for number, action in previous.items():
             signal.signal(number, action)
 
