@@ -19,7 +19,7 @@ from torch import nn
 
 from emotion_core.data import TokenizedSplits, padding_collator
 from emotion_core.memory import MIB
-from emotion_core.variants import base_dtype, count_parameters, draw_linear, fresh_base, head_module, model_key
+from emotion_core.variants import base_dtype, bf16_autocast, count_parameters, draw_linear, fresh_base, head_module, model_key
 
 
 class FeatureHead(nn.Module):
@@ -62,11 +62,10 @@ def pooled_features(model: nn.Module, dataset: Dataset, tokenizer, batch_size: i
         order = np.argsort(-np.asarray(dataset["length"]), kind="stable")
         columns = dataset.select_columns(["input_ids", "attention_mask"])
         out = np.zeros((len(dataset), head.in_features), dtype=np.float32)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=any(p.dtype == torch.bfloat16 for p in model.parameters()))
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = collator(columns.select(rows).to_list())
-            with autocast:
+            with bf16_autocast(model):
                 pooled = model(**{k: v.to(device) for k, v in batch.items()}).logits
             out[rows] = pooled.float().cpu().numpy()
         return out

@@ -29,7 +29,7 @@ from emotion_core.data import TokenizedSplits, padding_collator
 from emotion_core.features import feature_splits
 from emotion_core.memory import MIB, PeakMemory
 from emotion_core.metrics import classification_metrics, predictions_from_logits, trainer_accuracy
-from emotion_core.variants import ModelParams, autocast_bf16, build_model, count_parameters, save_trained, trainable_state, use_gpu
+from emotion_core.variants import ModelParams, autocast_bf16, bf16_autocast, build_model, count_parameters, save_trained, trainable_state, use_gpu
 
 
 @dataclass
@@ -375,12 +375,10 @@ def evaluate_logits(model, dataset, tokenizer, batch_size: int = 128) -> np.ndar
     """Logits of ``model`` on a tokenized dataset, in its order (used by tests and predict)."""
     collator = padding_collator(tokenizer)
     device = next(model.parameters()).device
-    # A bf16 base with float32 trained weights needs autocast, as in training.
-    bf16 = any(p.dtype == torch.bfloat16 for p in model.parameters())
     model.eval()
     outputs = []
     columns = [c for c in ("input_ids", "attention_mask") if c in dataset.column_names]
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), bf16_autocast(model):
         for start in range(0, len(dataset), batch_size):
             batch = collator([{c: row[c] for c in columns} for row in dataset.select(range(start, min(start + batch_size, len(dataset))))])
             outputs.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy())

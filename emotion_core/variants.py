@@ -151,6 +151,13 @@ def autocast_bf16(name: str, variant: str, precision: str = "auto") -> bool:
     return base_dtype(name, variant, precision) == torch.bfloat16
 
 
+def bf16_autocast(model: nn.Module):
+    """bf16 autocast on the model's device when its frozen weights are bf16 (its trained ones are float32), as in
+    training; a no-op context otherwise."""
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=any(p.dtype == torch.bfloat16 for p in model.parameters()))
+
+
 def attention_for(dtype: torch.dtype) -> str:
     # SDPA is the fused kernel on a GPU and the fastest float32 path on a CPU. On a CPU in bf16, SDPA's flash-attention
     # backward is the slow part: 17.5 ms a layer against 1.6 ms in float32 (SmolLM2-135M LoRA, 32 x 22 tokens), where
