@@ -5,6 +5,7 @@ from emotion_core.train import evaluate_logits
 from emotion_core.variants import (
     CPU_BF16_MIN_HIDDEN_SIZE, ModelLoadError, ModelParams, base_dtype, build_model, count_parameters, load_tokenizer, native_bf16,
 )
+from tests.synthetic import build_tiny_gpt2
 
 
 def trainable_names(model):
@@ -51,8 +52,6 @@ def test_qlora_quantizes_the_base_to_4bit(tiny_model, tokenizer):
 def test_qlora_trains_after_an_evaluation(tmp_path, tokenizer):
     """An evaluation (a no-grad forward in eval mode) must leave the 4-bit layers trainable: bitsandbytes >= 0.49
     repacks them for a CPU inference kernel there, after which backward failed. 64 wide: one full 4-bit block."""
-    from tests.synthetic import build_tiny_gpt2
-
     model = build_model(str(build_tiny_gpt2(tmp_path / "gpt2-64", n_embd=64)), "qlora", ModelParams(dropout=0.0), tokenizer.pad_token_id)
     inputs, labels = torch.tensor([[3, 4, 5, 6], [7, 8, 9, 10]]), torch.tensor([1, 4])
 
@@ -73,8 +72,6 @@ def test_qlora_trains_after_an_evaluation(tmp_path, tokenizer):
 
 
 def test_precision_sets_the_frozen_weights_dtype(tiny_model, tokenizer, tmp_path):
-    from tests.synthetic import build_tiny_gpt2
-
     model = build_model(tiny_model, "lora", ModelParams(), tokenizer.pad_token_id, precision="bf16")
     assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # AdamW's updates need them
