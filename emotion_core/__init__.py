@@ -1,19 +1,29 @@
-"""Fine-tuning a decoder LM for six-way emotion classification, with no Optuna in sight.
+"""Fine-tuning a decoder LM for emotion classification, with no Optuna in sight.
 
-    from emotion_core import TrainConfig, load_splits, load_tokenizer, tokenize_splits, train
+    from emotion_core import ModelCache, TrainConfig, load_splits, load_tokenizer, tokenize_splits, train
     tokenizer = load_tokenizer("gpt2")
     data = tokenize_splits(load_splits("dair-ai/emotion"), tokenizer)
-    result = train(TrainConfig(model="gpt2", variant="lora"), data, tokenizer, evaluate_test=True)
+    result = train(TrainConfig(model="gpt2", variant="lora", variant_params={"lora_r": 16}), data, tokenizer, evaluate_test=True)
+
+The names below load their module on first use, so that importing a light part (the variant registry, TrainConfig)
+does not import torch.
 """
 
-from emotion_core.data import DataError, Splits, TokenizedSplits, load_splits, tokenize_splits
-from emotion_core.labels import ID2LABEL, LABEL2ID, LABELS
-from emotion_core.metrics import classification_metrics
-from emotion_core.train import Evaluation, Result, TrainConfig, release_memory, train
-from emotion_core.variants import VARIANTS, ModelLoadError, ModelParams, build_model, load_tokenizer
+from importlib import import_module
 
-__all__ = [
-    "DataError", "Evaluation", "ID2LABEL", "LABEL2ID", "LABELS", "ModelLoadError", "ModelParams", "Result", "Splits",
-    "TokenizedSplits", "TrainConfig", "VARIANTS", "build_model", "classification_metrics", "load_splits",
-    "load_tokenizer", "release_memory", "tokenize_splits", "train",
-]
+_EXPORTS = {
+    "DataError": "emotion_core.data", "Splits": "emotion_core.data", "TokenizedSplits": "emotion_core.data",
+    "load_splits": "emotion_core.data", "tokenize_splits": "emotion_core.data",
+    "InputError": "emotion_core.errors", "LABELS": "emotion_core.labels",
+    "ModelCache": "emotion_core.cache", "ModelLoadError": "emotion_core.models", "load_tokenizer": "emotion_core.models",
+    "classification_metrics": "emotion_core.metrics", "classify": "emotion_core.inference",
+    "Evaluation": "emotion_core.training", "Result": "emotion_core.training", "TrainConfig": "emotion_core.training",
+    "train": "emotion_core.training", "release_memory": "emotion_core.training",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'emotion_core' has no attribute {name!r}")

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from emotion_core.errors import InputError, first_line
 from emotion_core.labels import ID2LABEL, LABEL2ID, LABELS
+from emotion_core.sources import local_path, looks_like_path
 
 SPLIT_NAMES: dict[str, tuple[str, ...]] = {
     "train": ("train",),
@@ -30,7 +32,7 @@ EXTENSIONS = (".txt", ".csv", ".jsonl", ".parquet")
 MAX_LENGTH = 128
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The data cannot be read: missing, unreachable or malformed. The message says where and how to fix it."""
 
 
@@ -42,6 +44,7 @@ class Splits:
     validation: Dataset
     test: Dataset
     source: str
+    labels: tuple[str, ...] = LABELS  # the label names, by id
 
     def items(self) -> list[tuple[str, Dataset]]:
         return [("train", self.train), ("validation", self.validation), ("test", self.test)]
@@ -156,21 +159,17 @@ def find_split_file(folder: Path, split: str) -> Path:
     raise DataError(f"{folder}: missing the {split} split; expected one of {names}")
 
 
-def looks_like_path(source: str) -> bool:
-    return os.path.isabs(source) or source.startswith((".", "~")) or os.path.exists(source) or source.count("/") > 1
-
-
 def _load_hub(source: str) -> dict[str, Dataset]:
     from datasets import load_dataset
 
     try:
         loaded = load_dataset(source)
-    except Exception as error:
+    except OSError as error:  # unreachable hub, unknown data set (datasets' ConnectionError and DatasetNotFoundError)
         raise DataError(
-            f"cannot load the data set {source!r} from the Hugging Face hub ({type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}). "
+            f"cannot load the data set {source!r} from the Hugging Face hub ({type(error).__name__}: {first_line(error)}). "
             "If this machine is offline, copy the data set's train/validation/test files (text;label .txt, .csv, .jsonl "
             "or .parquet) into a folder and pass it: --data /path/to/folder"
-        ) from None
+        ) from error
     result = {}
     for split, names in SPLIT_NAMES.items():
         name = next((n for n in names if n in loaded), None)
@@ -195,7 +194,7 @@ def load_splits(
     ``max_train_samples`` and ``max_eval_samples`` take a seeded random subset of train and validation, for
     budget runs. The test split is always whole, so that test accuracy means the same thing in every run.
     """
-    folder = Path(source).expanduser()
+    folder = local_path(source)
     if folder.is_dir():
         splits = {split: read_split_file(find_split_file(folder, split)) for split in SPLIT_NAMES}
     elif looks_like_path(source):
@@ -219,6 +218,7 @@ class TokenizedSplits:
     validation: Dataset
     test: Dataset
     key: str
+    labels: tuple[str, ...] = LABELS
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -281,4 +281,4 @@ def tokenize_splits(
             except OSError:  # another process finished first; its copy is identical
                 shutil.rmtree(staging, ignore_errors=True)
         tokenized = load_from_disk(str(path))
-    return TokenizedSplits(train=tokenized["train"], validation=tokenized["validation"], test=tokenized["test"], key=key)
+    return TokenizedSplits(train=tokenized["train"], validation=tokenized["validation"], test=tokenized["test"], key=key, labels=splits.labels)

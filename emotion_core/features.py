@@ -17,9 +17,13 @@ import torch
 from datasets import Dataset
 from torch import nn
 
+from emotion_core.cache import ModelCache
 from emotion_core.data import TokenizedSplits, padding_collator
 from emotion_core.memory import MIB
-from emotion_core.variants import base_dtype, bf16_autocast, count_parameters, draw_linear, fresh_base, head_module, model_key
+from emotion_core.models import count_parameters, draw_linear, head_module
+from emotion_core.precision import bf16_autocast
+from emotion_core.sources import model_key
+from emotion_core.variants import Variant
 
 
 class FeatureHead(nn.Module):
@@ -86,7 +90,7 @@ class HeadShape:
     weights_mib: float  # the full model's get_memory_footprint()
 
     def build(self, dropout: float, seed: int) -> FeatureHead:
-        """The head to train, drawn from ``seed`` exactly as :func:`variants.reset_head` draws the model's."""
+        """The head to train, drawn from ``seed`` exactly as :func:`models.reset_head` draws the model's."""
         module = FeatureHead(self.name, self.in_features, self.out_features, self.bias, dropout)
         draw_linear(module.head, seed, self.initializer_range)
         return module
@@ -101,11 +105,6 @@ class FeatureSplits:
     test: FeatureDataset | None
     head: HeadShape
     seconds: float  # spent computing them now (0 when all came from this process's cache)
-
-
-# Computed once per process. Keys: (model, data key, dtype) for the head, plus the split name for features.
-_HEADS: dict[tuple, HeadShape | None] = {}
-_FEATURES: dict[tuple, FeatureDataset] = {}
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -128,24 +127,26 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 
 def feature_splits(
-    model_name: str, data: TokenizedSplits, tokenizer, *, with_test: bool = False, batch_size: int = 128, precision: str = "auto"
+    model_name: str, variant: Variant, data: TokenizedSplits, tokenizer, cache: ModelCache, *, with_test: bool = False,
+    batch_size: int = 128, precision: str = "auto",
 ) -> FeatureSplits | None:
-    """The pooled features of train and validation (and test), from this process's cache or computed now.
+    """The pooled features of train and validation (and test), from ``cache`` or computed now and kept there.
 
     None when the model's head is not a single Linear on a pooled vector: then the head variant trains on tokens."""
-    key = (model_key(model_name), data.key, base_dtype(model_name, "head", precision))
+    key = (model_key(model_name), data.key, variant.frozen_dtype(model_name, precision))
+    store = cache.features
     wanted = ("train", "validation", "test") if with_test else ("train", "validation")
-    missing = [split for split in wanted if (*key, split) not in _FEATURES]
+    missing = [split for split in wanted if (*key, split) not in store]
     started = time.perf_counter()
-    if key in _HEADS and _HEADS[key] is None:
+    if key in store and store[key] is None:
         return None
     if missing:
-        model = fresh_base(model_name, "head", tokenizer.pad_token_id, precision=precision)
+        model = cache.fresh_base(model_name, variant, tokenizer.pad_token_id, precision=precision, labels=data.labels)
         name, head = head_module(model)
         if not supports_features(model):
-            _HEADS[key] = None
+            store[key] = None
             return None
-        _HEADS[key] = HeadShape(
+        store[key] = HeadShape(
             name=name, in_features=head.in_features, out_features=head.out_features, bias=head.bias is not None,
             initializer_range=getattr(model.config, "initializer_range", 0.02), total_params=count_parameters(model)[1],
             weights_mib=model.get_memory_footprint() / MIB,
@@ -154,17 +155,12 @@ def feature_splits(
             model.to("cuda")
         for split in missing:
             dataset = getattr(data, split)
-            _FEATURES[(*key, split)] = FeatureDataset(pooled_features(model, dataset, tokenizer, batch_size), dataset)
+            store[(*key, split)] = FeatureDataset(pooled_features(model, dataset, tokenizer, batch_size), dataset)
         del model
     return FeatureSplits(
-        train=_FEATURES[(*key, "train")],
-        validation=_FEATURES[(*key, "validation")],
-        test=_FEATURES.get((*key, "test")),
-        head=_HEADS[key],
+        train=store[(*key, "train")],
+        validation=store[(*key, "validation")],
+        test=store.get((*key, "test")),
+        head=store[key],
         seconds=time.perf_counter() - started if missing else 0.0,
     )
-
-
-def clear_feature_cache() -> None:
-    _HEADS.clear()
-    _FEATURES.clear()

@@ -14,17 +14,21 @@ def accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
     return float(accuracy_score(labels, predictions))
 
 
-def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict:
+def macro_f1(labels: Sequence[int], predictions: Sequence[int], n_labels: int) -> float:
+    return float(f1_score(labels, predictions, labels=list(range(n_labels)), average="macro", zero_division=0))
+
+
+def classification_metrics(labels: Sequence[int], predictions: Sequence[int], names: Sequence[str] = LABELS) -> dict:
     """Accuracy, macro F1, per-class precision/recall/F1/support and the confusion matrix (rows: true labels)."""
-    ids = list(range(len(LABELS)))
+    ids = list(range(len(names)))
     precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=ids, zero_division=0)
     return {
         "accuracy": accuracy(labels, predictions),
-        "macro_f1": float(f1_score(labels, predictions, labels=ids, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(labels, predictions, len(names)),
         "n": int(len(labels)),
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-            for i, name in enumerate(LABELS)
+            for i, name in enumerate(names)
         },
         "confusion_matrix": confusion_matrix(labels, predictions, labels=ids).tolist(),
     }

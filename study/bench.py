@@ -23,12 +23,17 @@ from pathlib import Path
 
 import torch
 
+from emotion_core import variants
+from emotion_core.cache import ModelCache
 from emotion_core.data import MAX_LENGTH, load_splits
 from emotion_core.labels import ID2LABEL, LABEL2ID
 from emotion_core.memory import PeakMemory
-from emotion_core.train import TrainConfig, train
-from emotion_core.variants import PRECISIONS, VARIANTS, ModelParams, apply_variant, autocast_bf16, fresh_base, load_base, use_gpu
-from study.cli import UsageError, check_positive, configure_logging, run_main
+from emotion_core.precision import use_gpu
+from emotion_core.training import TrainConfig, train
+from emotion_core.training.config import PRECISIONS
+from study.cli import check_positive, configure_logging, run_main
+from study.errors import UsageError
+from study.inputs import prepare_data
 from study.settings import StudySettings
 
 PARTS = ("throughput", "head", "pruning")
@@ -48,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model", default=defaults.model, help="hub id or local folder of the base model (default: %(default)s)")
     add("--tokenizer", default=None, help="tokenizer folder or hub id (default: the model's)")
     add("--data", default=defaults.data, help="hub id or local folder of the data (default: %(default)s)")
-    add("--variant", default="lora", choices=VARIANTS, help="variant of the throughput part (default: %(default)s)")
+    add("--variant", default="lora", choices=variants.names(), help="variant of the throughput part (default: %(default)s)")
     add("--max-train-samples", type=int, default=2000, help="train sentences, a seeded subset (default: %(default)s)")
     add("--max-eval-samples", type=int, default=500, help="validation sentences, a seeded subset (default: %(default)s)")
     add("--epochs", type=float, default=1.0, help="epochs of the throughput trials (default: %(default)s)")
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--trial-epochs", type=float, default=defaults.epochs, help="epochs of the head and pruning trials (default: %(default)s)")
     add("--head-learning-rate", type=float, default=1e-3, help="learning rate of the head trials (default: %(default)s)")
     add("--trials", type=int, default=12, help="trials of each pruning study (default: %(default)s)")
-    add("--pruning-variant", default=None, choices=VARIANTS, help="variant of the pruning studies (default: --variant)")
+    add("--pruning-variant", default=None, choices=variants.names(), help="variant of the pruning studies (default: --variant)")
     add("--pruner", default=defaults.pruner, choices=("halving", "median", "hyperband"), help="the pruner to compare with none (default: %(default)s)")
     add("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default: all)")
     add("--seed", type=int, default=0, help="seed of the subsets, training and the sampler (default: %(default)s)")
@@ -92,14 +97,15 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, default_data_collator
 
     from emotion_core.metrics import trainer_accuracy
-    from emotion_core.variants import load_tokenizer
+    from emotion_core.models import load_base, load_tokenizer
 
     splits = load_splits(args.data, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed)
     with PeakMemory() as memory:
         started = time.perf_counter()
         tokenizer = load_tokenizer(args.tokenizer or args.model)
-        if args.variant == "qlora":  # 4-bit needs its quantization config; the rest is the notebook's plain load
-            model = load_base(args.model, "qlora", tokenizer.pad_token_id)
+        variant = variants.get(args.variant)
+        if variant.quantized:  # 4-bit needs its quantization config; the rest is the notebook's plain load
+            model = load_base(args.model, variant, tokenizer.pad_token_id)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
                 os.path.expanduser(args.model), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, dtype=torch.float32
@@ -112,7 +118,7 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
 
         train_set = splits.train.map(encode, batched=True, remove_columns=["text"])
         val_set = splits.validation.map(encode, batched=True, remove_columns=["text"])
-        model = apply_variant(model, args.variant, ModelParams(dropout=params["dropout"], lora_r=params.get("lora_r", 8)))
+        model = variant.apply(model, variant.params(variant.own(params)))
         training = TrainingArguments(
             output_dir=str(Path(args.output_dir) / "bench-naive"), per_device_train_batch_size=NAIVE_BATCH,
             per_device_eval_batch_size=NAIVE_BATCH, num_train_epochs=args.epochs, learning_rate=params["learning_rate"],
@@ -129,22 +135,21 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
 
 
 def throughput(args: argparse.Namespace, report: dict) -> None:
-    from study.run import prepare_data
-
-    params = {"learning_rate": args.learning_rate, "dropout": 0.1, "lora_r": 8, "weight_decay": 0.0}
+    params = {**variants.get(args.variant).default_params(), "learning_rate": args.learning_rate}
     settings = settings_for(args)
     say(f"throughput: project setup (read and tokenize once, load the base once) for {args.variant} on {args.model}")
     started = time.perf_counter()
     tokenizer, data = prepare_data(settings)
-    fresh_base(settings.model, args.variant, tokenizer.pad_token_id, precision=settings.precision)
+    cache = ModelCache()  # what a study's worker keeps: the base read once
+    cache.fresh_base(settings.model, variants.get(args.variant), tokenizer.pad_token_id, precision=settings.precision, labels=data.labels)
     setup = time.perf_counter() - started
     warm_up(settings, params, data, tokenizer)
     trained = len(data.train) * args.epochs
-    project = project_trials(args, settings, params, data, tokenizer, args.repeats)
+    project = project_trials(args, settings, params, data, tokenizer, args.repeats, cache)
     compiled = None
     if args.compare_compile:
         try:
-            compiled = project_trials(args, replace(settings, compile=True), params, data, tokenizer, max(2, args.repeats))
+            compiled = project_trials(args, replace(settings, compile=True), params, data, tokenizer, max(2, args.repeats), cache)
         except Exception as error:  # a failed compile is a finding, not a reason to lose the other numbers
             report["compile_error"] = f"{type(error).__name__}: {str(error)[:500]}"
             say(f"  compiling failed: {report['compile_error']}")
@@ -179,13 +184,12 @@ def warm_up(settings: StudySettings, params: dict, data, tokenizer) -> None:
     """One optimizer step on a few sentences: the libraries' first-use costs (lazy imports, first kernels) are paid
     here, by neither side of the comparison."""
     rows = min(settings.batch_size, len(data.train))
-    small = replace(data, train=data.train.select(range(rows)), validation=data.validation.select(range(min(8, len(data.validation)))),
-                    key=f"{data.key}-warm-up")  # another key: the head's feature cache must not take these for the data
+    small = replace(data, train=data.train.select(range(rows)), validation=data.validation.select(range(min(8, len(data.validation)))))
     say("throughput: warm-up (one step on a few sentences)")
-    train(replace(settings.train_config(params), compile=False), small, tokenizer)
+    train(replace(settings.train_config(params), compile=False), small, tokenizer)  # its own cache: nothing it computes is kept
 
 
-def project_trials(args, settings: StudySettings, params: dict, data, tokenizer, repeats: int) -> list[dict]:
+def project_trials(args, settings: StudySettings, params: dict, data, tokenizer, repeats: int, cache: ModelCache) -> list[dict]:
     trained = len(data.train) * args.epochs
     trials = []
     for repeat in range(repeats):
@@ -193,7 +197,7 @@ def project_trials(args, settings: StudySettings, params: dict, data, tokenizer,
             f"batch {settings.batch_size}{', compiled' if settings.compile else ''})")
         with PeakMemory() as memory:
             started = time.perf_counter()
-            result = train(settings.train_config(params), data, tokenizer)
+            result = train(settings.train_config(params), data, tokenizer, cache=cache)
             seconds = time.perf_counter() - started
         trials.append({"seconds": seconds, "peak_memory_mib": memory.peak_mib, "val_accuracy": result.val_accuracy})
         say(f"  {seconds:.1f}s, {trained / seconds:.1f} samples/s, val_acc={result.val_accuracy:.4f}")
@@ -219,19 +223,16 @@ def compile_report(args, plain: list[dict], compiled: list[dict], naive_seconds:
 
 
 def head(args: argparse.Namespace, report: dict) -> None:
-    from emotion_core.features import clear_feature_cache
-    from study.run import prepare_data
-
     settings = settings_for(args, variant="head", epochs=args.trial_epochs)
     tokenizer, data = prepare_data(settings)
-    config = settings.train_config({"learning_rate": args.head_learning_rate, "dropout": 0.1, "weight_decay": 0.0})
-    fresh_base(settings.model, "head", tokenizer.pad_token_id, precision=settings.precision)  # both sides start from a loaded base
+    config = settings.train_config({"learning_rate": args.head_learning_rate, "head_dropout": 0.1, "weight_decay": 0.0})
+    cache = ModelCache()
+    cache.fresh_base(settings.model, config.spec, tokenizer.pad_token_id, precision=settings.precision, labels=data.labels)  # both sides start from a loaded base
     times, accuracies = {}, {}
-    clear_feature_cache()
-    for name, cache in (("uncached", False), ("first_cached", True), ("cached", True)):
+    for name, features in (("uncached", False), ("first_cached", True), ("cached", True)):
         say(f"head: trial {name.replace('_', ' ')} ({len(data.train)} sentences x {args.trial_epochs:g} epochs)")
         started = time.perf_counter()
-        result = train(replace(config, feature_cache=cache), data, tokenizer)
+        result = train(replace(config, feature_cache=features), data, tokenizer, cache=cache)
         times[name] = time.perf_counter() - started
         accuracies[name] = result.val_accuracy
         say(f"  {times[name]:.2f}s, val_acc={result.val_accuracy:.4f}")
@@ -252,7 +253,7 @@ def pruning(args: argparse.Namespace, report: dict) -> None:
     import optuna
 
     from study.objective import Objective
-    from study.run import make_pruner, make_sampler, prepare_data
+    from study.sampling import make_pruner, make_sampler
 
     variant = args.pruning_variant or args.variant
     outcome = {}
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model, "data": args.data, "variant": args.variant, "max_train_samples": args.max_train_samples,
         "max_eval_samples": args.max_eval_samples, "epochs": args.epochs, "batch_size": args.batch_size,
         "naive_batch_size": NAIVE_BATCH, "compile": args.compile, "precision": args.precision,
-        "project_bf16": autocast_bf16(args.model, args.variant, args.precision),
+        "project_bf16": variants.get(args.variant).autocast_bf16(args.model, args.precision),
         "device": torch.cuda.get_device_name() if use_gpu() else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "python": platform.python_version(),
     }

@@ -11,37 +11,11 @@ import typing
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
 
-from emotion_core.data import DataError
-from emotion_core.variants import ModelLoadError
+from emotion_core.errors import InputError
+from study import errors
+from study.errors import UsageError
 from study.settings import StudySettings
-
-
-class UsageError(ValueError):
-    """Bad input from the user: printed without a traceback, exit code 2."""
-
-
-BAD_INPUT = (UsageError, DataError, ModelLoadError)
-# Passwords of the storage URLs this process opened: never printed, whatever raised the text.
-_SECRETS: set[str] = set()
-
-
-def register_secret(url: str) -> None:
-    """Remember the password in a storage URL, so that redact() hides it in any message."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        password = make_url(url).password if "://" in url else None
-    except Exception:  # an unparsable URL: hide what sits between user: and @
-        head = url.split("://", 1)[-1].rsplit("@", 1)
-        password = head[0].split(":", 1)[1] if len(head) == 2 and ":" in head[0] else None
-    if password:
-        _SECRETS.add(str(password))
-
-
-def redact(text: str) -> str:
-    for secret in _SECRETS:
-        text = text.replace(secret, "***")
-    return text
+from study.urls import redact
 
 
 def _base_type(annotation):
@@ -75,8 +49,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser, names: Iterable[str]
 
 
 def settings_from_args(args: argparse.Namespace) -> StudySettings:
+    """The settings the flags give, checked (StudySettings.check)."""
     names = {f.name for f in fields(StudySettings)}
-    return StudySettings(**{k: v for k, v in vars(args).items() if k in names})
+    settings = StudySettings(**{k: v for k, v in vars(args).items() if k in names})
+    settings.check()
+    return settings
 
 
 def configure_logging(verbose: bool) -> None:
@@ -104,21 +81,19 @@ def configure_logging(verbose: bool) -> None:
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a command's main: bad input prints one clear line and exits 2; Ctrl-C exits 130; any other error
-    prints its traceback (with storage passwords hidden) and exits 1."""
+    """Run a command's main. Bad input (emotion_core.errors.InputError) prints one clear line and exits 2; Ctrl-C
+    exits 130; any other error prints one line naming it and the log that holds its traceback (the traceback itself
+    too with --verbose) and exits 1. Storage passwords never show."""
     try:
         return main(argv) or 0
-    except BAD_INPUT as error:
+    except InputError as error:
         print(redact("error: " + " ".join(str(error).split())), file=sys.stderr)  # one line, whatever a library said
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception:
-        import traceback
-
-        print(redact(traceback.format_exc()), file=sys.stderr, end="")
-        return 1
+    except Exception as error:
+        return errors.report(error, argv, verbose="--verbose" in (sys.argv[1:] if argv is None else argv))
 
 
 def check_positive(name: str, value: float | None) -> None:

@@ -22,22 +22,15 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from emotion_core.train import TrainConfig
-from emotion_core.variants import VARIANTS
+from emotion_core import variants
+from emotion_core.training import TrainConfig
 from study.cli import add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
-from study.settings import ALL_VARIANTS, StudySettings
+from study.errors import logged_to
+from study.plots import bar_chart, mib
+from study.progress import params_text
+from study.settings import StudySettings
 from study.workers import process_context
 
-# Fixed before any test result was seen, from common practice rather than tuning: the head is a fresh 6 x hidden
-# matrix on frozen features and takes a large step; LoRA's usual range is 1e-4..1e-3 and a budget run of a few hundred
-# steps wants its top; QLoRA gets exactly LoRA's settings, so that quantization is the only difference; the full
-# fine-tune moves every pretrained weight and takes the customary 5e-5.
-DEFAULT_PARAMS: dict[str, dict] = {
-    "head": {"learning_rate": 2e-3, "dropout": 0.1, "weight_decay": 0.0},
-    "lora": {"learning_rate": 1e-3, "lora_r": 8, "dropout": 0.1, "weight_decay": 0.0},
-    "qlora": {"learning_rate": 1e-3, "lora_r": 8, "dropout": 0.1, "weight_decay": 0.0},
-    "full": {"learning_rate": 5e-5, "dropout": 0.1, "weight_decay": 0.0},
-}
 BUDGET = ("model", "tokenizer", "data", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "seed", "target_modules")
 
 
@@ -51,12 +44,12 @@ def device_name() -> str:
 
 def run_variant(settings: StudySettings, variant: str) -> dict:
     """Train one variant with its default parameters and evaluate it on the test split (runs in a fresh process)."""
-    from emotion_core.train import train
-    from study.run import prepare_data
+    from emotion_core.training import train
+    from study.inputs import prepare_data
 
     configure_logging(settings.verbose)
     tokenizer, data = prepare_data(settings)
-    params = DEFAULT_PARAMS[variant]
+    params = variants.get(variant).default_params()
     config = settings.train_config({"variant": variant, **params})
     result = train(config, data, tokenizer, evaluate_test=True)
     if result.test is None:
@@ -64,27 +57,13 @@ def run_variant(settings: StudySettings, variant: str) -> dict:
     return {
         "variant": variant,
         "params": params,
+        **result.summary(),
         "test_accuracy": result.test["accuracy"],
         "test_macro_f1": result.test["macro_f1"],
         "test_f1_per_class": {label: round(row["f1"], 4) for label, row in result.test["per_class"].items()},
-        "val_accuracy": result.val_accuracy,
-        "weights_mib": round(result.weights_mib, 1),
-        "peak_memory_mib": round(result.peak_memory_mib, 1),
-        "peak_rss_mib": round(result.peak_rss_mib, 1),
-        "train_seconds": round(result.train_seconds, 3),
-        "train_samples_per_second": round(result.train_samples_per_second, 1),
-        "trainable_params": result.trainable_params,
-        "total_params": result.total_params,
-        "optimizer_steps": result.optimizer_steps,
-        "n_train": len(data.train),
-        "n_validation": len(data.validation),
         "n_test": result.test["n"],
         "device": device_name(),
     }
-
-
-def mib(value: float) -> str:
-    return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
 
 
 def markdown(summary: dict) -> str:
@@ -98,17 +77,16 @@ def markdown(summary: dict) -> str:
         "",
         f"Command: `{summary['command']}`",
         "",
-        "| variant | learning rate | LoRA r | test accuracy | macro F1 | weights MiB | training peak MiB |"
+        "| variant | parameters | test accuracy | macro F1 | weights MiB | training peak MiB |"
         + ("" if summary["gpu"] else " process peak RSS MiB |") + " trainable params | train s |",
-        "|---" * (9 if summary["gpu"] else 10) + "|",
+        "|---" * (8 if summary["gpu"] else 9) + "|",
     ]
     for row in summary["rows"]:
         if "error" in row:
             lines.append(f"| {row['variant']} | failed: {row['error']} |||||||| ")
             continue
-        params = row["params"]
         lines.append(
-            f"| {row['variant']} | {params['learning_rate']:g} | {params.get('lora_r', '-')} | {row['test_accuracy']:.4f} | "
+            f"| {row['variant']} | {params_text(row['params'])} | {row['test_accuracy']:.4f} | "
             f"{row['test_macro_f1']:.4f} | {mib(row['weights_mib'])} | {mib(row['peak_memory_mib'])} | "
             + ("" if summary["gpu"] else f"{mib(row['peak_rss_mib'])} | ")
             + f"{row['trainable_params']:,} | {row['train_seconds']:.1f} |"
@@ -125,47 +103,17 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(summary: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    rows = [r for r in summary["rows"] if "error" not in r]
-    names = [r["variant"] for r in rows]
-    x = np.arange(len(rows))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    bars = left.bar(x, [r["test_accuracy"] for r in rows], color="tab:blue")
-    left.bar_label(bars, fmt="%.3f")
-    left.set(xticks=x, xticklabels=names, ylim=(0, 1.08), ylabel="test accuracy", title="Test accuracy")
-    series = [("weights_mib", "weights (get_memory_footprint)"), ("peak_memory_mib", "training peak")]
-    if not summary["gpu"]:
-        series.append(("peak_rss_mib", "process peak RSS"))
-    width = 0.8 / len(series)
-    for i, (key, label) in enumerate(series):
-        bars = right.bar(x + (i - (len(series) - 1) / 2) * width, [r[key] for r in rows], width, label=label)
-        right.bar_label(bars, labels=[mib(r[key]) for r in rows], fontsize=8)
-    right.set(xticks=x, xticklabels=names, ylabel="MiB", title="Memory")
-    right.legend(fontsize=8)
-    figure.suptitle(f"{Path(summary['budget']['model']).name}, {summary['n_train']} train sentences, {summary['device']}", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m study.compare",
         description="Train head, LoRA and QLoRA with fixed default hyperparameters on the same model, data and budget; "
         "report test accuracy, macro F1, memory (weights and training peak), train time and trainable parameters. "
         "Writes compare.md, compare.json and compare.png.",
-        epilog="Defaults per variant: " + "; ".join(f"{v}: {p}" for v, p in DEFAULT_PARAMS.items()),
+        epilog="Defaults per variant: " + "; ".join(f"{name}: {params_text(v.default_params())}" for name, v in variants.REGISTRY.items()),
     )
     add_settings_arguments(parser, [*BUDGET, "precision", "output_dir", "verbose"])
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(ALL_VARIANTS),
-                        help=f"what to compare, in order (default: {' '.join(ALL_VARIANTS)}; add full for the full fine-tune)")
+    parser.add_argument("--variants", nargs="+", choices=variants.names(), default=list(variants.DEFAULT_SEARCH),
+                        help=f"what to compare, in order (default: {' '.join(variants.DEFAULT_SEARCH)})")
     parser.add_argument("--out", help="folder for compare.md/json/png (default: <output-dir>/compare/<model>)")
     return parser
 
@@ -180,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from study.run import prepare_data
+    from study.inputs import prepare_data
 
     _, data = prepare_data(settings)  # bad input fails here, once; the tokenized splits are cached for the workers
     summary = {
@@ -195,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     del data
     # A fresh process per variant, so that its peak memory is its own and it starts from a clean state.
-    context = process_context(torch.cuda.is_available(), ["transformers", "peft", "emotion_core.train", "study.run"])
+    context = process_context(torch.cuda.is_available(), ["transformers", "peft", "emotion_core.training.loop", "study.inputs"])
     for variant in args.variants:
-        print(f"{variant}: training with {DEFAULT_PARAMS[variant]} ...", flush=True)
+        print(f"{variant}: training with {params_text(variants.get(variant).default_params())} ...", flush=True)
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             try:
                 row = pool.submit(run_variant, settings, variant).result()
             except Exception as error:  # one broken variant should not hide the others' results
-                row = {"variant": variant, "params": DEFAULT_PARAMS[variant], "error": f"{type(error).__name__}: {str(error)[:200]}"}
+                row = {"variant": variant, "params": variants.get(variant).default_params(), "error": f"{type(error).__name__}: {str(error)[:200]}"}
         summary["rows"].append(row)
         if "error" in row:
             print(f"{variant}: failed: {row['error']}", flush=True)

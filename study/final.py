@@ -15,19 +15,19 @@ import argparse
 import json
 import sys
 import warnings
-from dataclasses import fields
 from pathlib import Path
 
 import optuna
 
-from emotion_core.labels import LABELS
-from emotion_core.train import Result, TrainConfig, train
-from study.cli import UsageError, add_settings_arguments, configure_logging, run_main
+from emotion_core.training import Result, TrainConfig, train
+from study.cli import add_settings_arguments, configure_logging, run_main
+from study.errors import logged_to
+from study.inputs import prepare_data
+from study.plots import save_confusion_matrix
 from study.progress import params_text
-from study.report import load_stored_study, pick_trial
-from study.run import prepare_data
 from study.settings import StudySettings
-from study.storage import mask_url
+from study.studies import load_stored_study, pick_trial, stored_settings
+from study.urls import mask_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,23 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_settings(study: optuna.Study, args: argparse.Namespace) -> StudySettings:
-    stored = study.user_attrs.get("settings")
-    if stored is None:
-        raise UsageError(f"study {study.study_name!r} was not made by study.run: it stores no settings")
-    known = {f.name for f in fields(StudySettings)}
-    return StudySettings(
-        **{k: v for k, v in stored.items() if k in known},
-        storage=args.storage,
-        study_name=study.study_name,
-        output_dir=args.output_dir,
-        verbose=args.verbose,
-    )
-
-
-def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, config: TrainConfig, result: Result) -> dict:
+def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, config: TrainConfig, result: Result, labels) -> dict:
     test = result.test or {}
     return {
+        **result.summary(),
         "study_name": settings.resolved_study_name(),
         "storage": mask_url(settings.storage),
         "model": settings.model,
@@ -68,17 +55,12 @@ def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, confi
         "best_trial": trial.number,
         "best_params": trial.params,
         "best_trial_val_accuracy": trial.values[0],
-        "val_accuracy": result.val_accuracy,
         "test_accuracy": test.get("accuracy"),
         "test_macro_f1": test.get("macro_f1"),
         "n_test": test.get("n"),
         "per_class": test.get("per_class"),
         "confusion_matrix": test.get("confusion_matrix"),
-        "labels": list(LABELS),
-        "trainable_params": result.trainable_params,
-        "peak_memory_mib": round(result.peak_memory_mib, 1),
-        "weights_mib": round(result.weights_mib, 1) if result.weights_mib is not None else None,
-        "train_seconds": round(result.train_seconds, 2),
+        "labels": list(labels),
         "train_config": config.to_dict(),
         "weights": result.saved_to,
     }
@@ -114,24 +96,6 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_confusion_matrix(report: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    display = ConfusionMatrixDisplay(np.array(report["confusion_matrix"]), display_labels=report["labels"])
-    display.plot(cmap="Blues", colorbar=False)
-    display.ax_.set_title(f"{report['study_name']}: {report['variant']}, test accuracy {report['test_accuracy']:.4f}")
-    display.figure_.set_size_inches(6.5, 5.5)
-    display.figure_.tight_layout()
-    display.figure_.savefig(path, dpi=100)
-    plt.close(display.figure_)
-    return path
-
-
 def publish(study: optuna.Study, settings: StudySettings, report: dict, files: list[Path]) -> list[str]:
     """What the dashboard shows: the report as the study's note, the files in Optuna's artifact store."""
     from optuna.artifacts import FileSystemArtifactStore, upload_artifact
@@ -161,8 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     study = load_stored_study(args.storage, args.study_name)
-    settings = load_settings(study, args)
-    chosen = pick_trial(study, args.trial)
+    settings = stored_settings(study, storage=args.storage, output_dir=args.output_dir, verbose=args.verbose)
+    with logged_to(settings.study_dir, settings.batch_size):
+        return retrain(study, settings, args.trial)
+
+
+def retrain(study: optuna.Study, settings: StudySettings, number: int | None) -> int:
+    chosen = pick_trial(study, number)
     config = settings.train_config(chosen.params)
     tokenizer, data = prepare_data(settings)
     out = settings.study_dir / "final"
@@ -170,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train(config, data, tokenizer, evaluate_test=True, save_to=out / "model")
     if result.test is None:
         raise RuntimeError(f"the retrained trial {chosen.number} diverged ({result.diverged}); nothing to report")
-    report = build_report(settings, chosen, config, result)
+    report = build_report(settings, chosen, config, result, data.labels)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))

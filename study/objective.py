@@ -1,4 +1,4 @@
-"""One trial: suggested parameters -> TrainConfig -> emotion_core.train, reporting each evaluation to the pruner."""
+"""One trial: suggested parameters -> TrainConfig -> emotion_core's train, reporting each evaluation to the pruner."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Protocol
 
 import optuna
-import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from emotion_core.cache import ModelCache
 from emotion_core.data import TokenizedSplits
-from emotion_core.train import Evaluation, Result, release_memory, train
+from emotion_core.training import Evaluation, Result, release_memory, train
+from emotion_core.training import checkpoint
+from study.errors import append_traceback, describe
 from study.settings import StudySettings
 from study.space import suggest
 
@@ -22,28 +24,11 @@ class TrialFailed(RuntimeError):
 
 def record_result(trial: optuna.Trial, result: Result) -> None:
     """What the dashboard and report show beside the value."""
-    attrs = {
-        "trainable_params": result.trainable_params,
-        "total_params": result.total_params,
-        "peak_memory_mib": round(result.peak_memory_mib, 1),
-        "peak_rss_mib": round(result.peak_rss_mib, 1),
-        "weights_mib": round(result.weights_mib, 1) if result.weights_mib is not None else None,
-        "train_seconds": round(result.train_seconds, 2),
-        "train_samples_per_second": round(result.train_samples_per_second, 1),
-        "optimizer_steps": result.optimizer_steps,
-        "epoch_val_accuracy": [round(a, 4) for a in result.epoch_val_accuracy],
-    }
+    attrs = {k: v for k, v in result.summary().items() if k != "val_accuracy"}
     if result.resumed_from_step:
         attrs["resumed_from_step"] = result.resumed_from_step
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
-
-
-def describe_failure(error: Exception, batch_size: int) -> str:
-    if isinstance(error, torch.OutOfMemoryError):
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        return f"out of GPU memory at batch size {batch_size} ({first_line[:200]}); a smaller --batch-size fits"
-    return f"{type(error).__name__}: {str(error)[:300]}"
 
 
 def original_trial_number(trial: optuna.Trial) -> int:
@@ -65,25 +50,27 @@ class TrialProgress(Protocol):
 
 
 class Objective:
-    """Callable for ``study.optimize``. Holds the tokenized data, so that tokenization happens once per process.
+    """Callable for ``study.optimize``. Holds the tokenized data and the process's ModelCache, so that tokenizing and
+    reading the base happen once per process.
 
     Returns the validation accuracy, or (validation accuracy, peak memory MiB) with ``--objective accuracy,memory``.
     A multi-objective trial is not pruned: Optuna's pruners compare one value.
     """
 
-    def __init__(self, settings: StudySettings, data: TokenizedSplits, tokenizer, progress: TrialProgress | None = None):
+    def __init__(self, settings: StudySettings, data: TokenizedSplits, tokenizer, progress: TrialProgress | None = None,
+                 cache: ModelCache | None = None):
         self.settings = settings
         self.data = data
         self.tokenizer = tokenizer
         self.progress = progress  # study.run passes it to study.optimize as a callback too
+        self.cache = cache or ModelCache()
 
     def checkpoint_dir(self, trial: optuna.Trial) -> Path:
         """Where a trial keeps its checkpoint; a retry uses its original trial's, and so continues from it."""
         return self.settings.study_dir / "checkpoints" / f"trial-{original_trial_number(trial)}"
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        params = suggest(trial, self.settings.variant)
-        config = self.settings.train_config(params)
+        config = self.settings.train_config(suggest(trial, self.settings))
         trial.set_user_attr("variant", config.variant)
         checkpoints = self.checkpoint_dir(trial)
         if checkpoints.name != f"trial-{trial.number}":
@@ -98,13 +85,12 @@ class Objective:
             trial.report(evaluation.accuracy, evaluation.step)
             return trial.should_prune()
 
-        from emotion_core import checkpoint  # with the Trainer, which a process that only checks its input never needs
-
         failure = None
         try:
-            result = train(config, self.data, self.tokenizer, on_eval, checkpoint_dir=checkpoints)
-        except Exception as error:  # the study goes on; the reason stays with the trial
-            failure = describe_failure(error, config.batch_size)
+            result = train(config, self.data, self.tokenizer, on_eval, cache=self.cache, checkpoint_dir=checkpoints)
+        except Exception as error:  # the study goes on; the reason stays with the trial, the traceback in the log
+            failure = describe(error, config.batch_size)
+            append_traceback(self.settings.study_dir, f"trial {trial.number} failed: {failure}", error)
         # KeyboardInterrupt passes through above and keeps the checkpoint for the retry. Here the exception and the
         # frames it held (model, optimizer, activations) are gone, so their memory can be given back.
         checkpoint.remove(checkpoints)

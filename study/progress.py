@@ -9,14 +9,14 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from emotion_core.train import Evaluation
+from emotion_core.training import Evaluation
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
     """Trials per state, lower-case names, in TrialState's order; states without trials are left out."""
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
-    return {name: n for name, n in counts.items() if n}
+    frame = study.trials_dataframe(attrs=("state",))
+    counts = frame["state"].value_counts() if len(frame) else {}
+    return {state.name.lower(): int(counts[state.name]) for state in TrialState if state.name in counts}
 
 
 def best_text(study: optuna.Study) -> str:

@@ -1,24 +1,35 @@
-"""What a study is run with. The CLI flags are generated from these fields, and their help is the field's metadata."""
+"""What a study is run with. The CLI flags are generated from these fields, and their help is the field's metadata.
+Light: importing it loads no ML library, so that ``--help`` answers at once."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from emotion_core.train import TrainConfig
-from emotion_core.variants import PRECISIONS, VARIANTS
+from emotion_core import variants
+from emotion_core.training.config import PRECISIONS, TrainConfig
+from study.errors import UsageError
+from study.urls import is_sqlite
 
-VARIANT_CHOICES = (*VARIANTS, "all")
 # What a trial's value is: validation accuracy alone, or (accuracy, peak memory) for a Pareto front.
 OBJECTIVES = {"accuracy": ("maximize",), "accuracy,memory": ("maximize", "minimize")}
 METRIC_NAMES = {"accuracy": ("val_accuracy",), "accuracy,memory": ("val_accuracy", "peak_memory_mib")}  # shown by the dashboard
-# "all" searches these: the seed's three; the full fine-tune is opt-in with --variant full.
-ALL_VARIANTS = ("head", "lora", "qlora")
+PRUNERS = ("median", "halving", "hyperband", "none")
+SAMPLERS = ("tpe", "random")
+# Counts that must be positive when given.
+POSITIVE = ("trials", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "timeout", "workers")
 
 
 def _help(text: str, **extra) -> dict:
     return {"help": text, **extra}
+
+
+def _variant_help() -> str:
+    listed = "; ".join(f"{name}: {variant.summary}" for name, variant in variants.REGISTRY.items())
+    return (f"what trains ({listed}); several, comma-separated (lora,dora), make the variant a parameter of the search; "
+            f"all = {','.join(variants.DEFAULT_SEARCH)}")
 
 
 @dataclass
@@ -27,16 +38,16 @@ class StudySettings:
     model: str = field(default="gpt2", metadata=_help("hub id or local folder of the base model (AutoModelForSequenceClassification)"))
     tokenizer: str | None = field(default=None, metadata=_help("hub id or local folder of the tokenizer (default: the model's)"))
     data: str = field(default="dair-ai/emotion", metadata=_help("hub id, or a local folder with train/validation/test .txt/.csv/.jsonl/.parquet"))
-    variant: str = field(default="lora", metadata=_help("what trains: head, lora, qlora, full, or all (searches head/lora/qlora)", choices=VARIANT_CHOICES))
-    storage: str = field(default="sqlite:///storage/emotion.db", metadata=_help("Optuna storage: any SQLAlchemy URL (sqlite, postgresql, mysql+pymysql)"))
-    study_name: str | None = field(default=None, metadata=_help("study name (default: derived from model, variant and objective)"))
+    variant: str = field(default="lora", metadata=_help(_variant_help()))
+    storage: str = field(default="sqlite:///storage/emotion.db", metadata=_help("Optuna storage: any SQLAlchemy URL (sqlite, postgresql, mysql+pymysql) or a .journal file"))
+    study_name: str | None = field(default=None, metadata=_help("study name (default for study.run: <model>-<variant>)"))
     objective: str = field(
         default="accuracy",
         metadata=_help("accuracy: maximize val accuracy; accuracy,memory: also minimize peak training memory (a Pareto front, no pruning)",
                        choices=tuple(OBJECTIVES)),
     )
-    pruner: str = field(default="median", metadata=_help("early stopping of bad trials (median: the one that kept the best trial on the bench)", choices=("halving", "median", "hyperband", "none")))
-    sampler: str = field(default="tpe", metadata=_help("how parameters are chosen", choices=("tpe", "random")))
+    pruner: str = field(default="median", metadata=_help("early stopping of bad trials (median: the one that kept the best trial on the bench)", choices=PRUNERS))
+    sampler: str = field(default="tpe", metadata=_help("how parameters are chosen", choices=SAMPLERS))
     seed: int = field(default=0, metadata=_help("seed of the sampler and of training"))
     epochs: float = field(default=3.0, metadata=_help("training epochs per trial"))
     batch_size: int = field(default=32, metadata=_help("training batch size"))
@@ -47,17 +58,45 @@ class StudySettings:
         "worker processes on this machine sharing the study (one per GPU where there are several); SQLite takes one "
         "writer, so use a journal file (--storage storage/emotion.journal) or PostgreSQL/MySQL, which also serve workers "
         "on several machines"))
-    target_modules: list[str] | None = field(default=None, metadata=_help("LoRA target modules (default: peft's for the model type)", nargs="+"))
+    target_modules: list[str] | None = field(default=None, metadata=_help(
+        "LoRA target modules, instead of searching lora_targets (attention: peft's defaults for the model type, or all-linear)", nargs="+"))
     compile: bool = field(default=False, metadata=_help("torch.compile the model (GPU; compiled once per process, reused by later trials)"))
     precision: str = field(default="auto", metadata=_help(
         "auto: frozen weights and autocast in bf16 where the machine computes in it natively (a GPU, or a CPU with AMX or "
         "AVX512-BF16), float32 elsewhere; bf16 or fp32 force one", choices=PRECISIONS))
     output_dir: str = field(default="storage", metadata=_help("folder for caches and each study's outputs (<output-dir>/<study>/...)"))
-    verbose: bool = field(default=False, metadata=_help("show the Trainer's progress bars and library logs"))
+    verbose: bool = field(default=False, metadata=_help("show the Trainer's progress bars, library logs and the tracebacks of errors"))
 
     # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them.
     IDENTITY = ("model", "tokenizer", "data", "variant", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "target_modules",
                 "objective")
+
+    def check(self) -> None:
+        """Refuse what cannot run, before anything is read or written."""
+        for name in POSITIVE:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        unknown = [v for v in self.searched_variants() if v not in variants.REGISTRY]
+        if unknown or not self.searched_variants():
+            raise UsageError(f"--variant {self.variant!r}: unknown {', '.join(map(repr, unknown)) or 'variant'}; "
+                             f"choose from {', '.join(variants.names())}, several comma-separated, or all")
+        if self.workers > 1 and is_sqlite(self.storage):
+            raise UsageError(
+                f"--workers {self.workers} needs storage that takes several writers, and SQLite takes one at a time "
+                "(\"database is locked\"). On this machine use a journal file: --storage storage/emotion.journal; "
+                "on one or several machines, PostgreSQL or MySQL: --storage postgresql://user@host/db or mysql+pymysql://user@host/db"
+            )
+
+    def searched_variants(self) -> tuple[str, ...]:
+        """The variants the study trains: one, or several that the search chooses among."""
+        if self.variant == "all":
+            return variants.DEFAULT_SEARCH
+        return tuple(v.strip() for v in self.variant.split(",") if v.strip())
+
+    def fixed_params(self) -> dict[str, Any]:
+        """Variant parameters set by a flag instead of searched."""
+        return {"lora_targets": list(self.target_modules)} if self.target_modules else {}
 
     def resolved_study_name(self) -> str:
         if self.study_name:
@@ -70,21 +109,23 @@ class StudySettings:
         values = asdict(self)
         return {key: values[key] for key in self.IDENTITY}
 
-    def train_config(self, params: dict) -> TrainConfig:
-        """The TrainConfig of one trial: these settings plus the trial's (or best trial's) parameters."""
-        variant = params.get("variant", self.variant)
-        known = {f.name for f in fields(TrainConfig)}
+    def train_config(self, params: dict[str, Any]) -> TrainConfig:
+        """The TrainConfig of one trial: these settings plus the trial's (or a chosen trial's) parameters."""
+        name = params.get("variant", self.searched_variants()[0])
+        own = variants.get(name).own({**params, **self.fixed_params()})
+        defaults = TrainConfig()
         return TrainConfig(
             model=self.model,
-            variant=variant,
+            variant=name,
+            learning_rate=params.get("learning_rate", defaults.learning_rate),
+            weight_decay=params.get("weight_decay", defaults.weight_decay),
+            variant_params=own,
             epochs=self.epochs,
             batch_size=self.batch_size,
             seed=self.seed,
-            target_modules=self.target_modules,
             compile=self.compile,
             precision=self.precision,
             verbose=self.verbose,
-            **{k: v for k, v in params.items() if k in known and k != "variant"},
         )
 
     @property
@@ -100,17 +141,17 @@ class StudySettings:
         return len(self.directions) > 1
 
     @property
-    def artifact_dir(self) -> Path:
-        """Optuna's artifact store of the study (optuna-dashboard --artifact-dir)."""
-        return self.study_dir / "artifacts"
-
-    @property
     def tokenizer_name(self) -> str:
         return self.tokenizer or self.model
 
     @property
     def study_dir(self) -> Path:
         return Path(self.output_dir) / self.resolved_study_name()
+
+    @property
+    def artifact_dir(self) -> Path:
+        """Optuna's artifact store of the study (optuna-dashboard --artifact-dir)."""
+        return self.study_dir / "artifacts"
 
     @property
     def cache_dir(self) -> Path:

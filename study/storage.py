@@ -21,37 +21,18 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import ArgumentError, OperationalError
 
-from study.cli import UsageError, register_secret
+from study.errors import UsageError
+from study.urls import is_journal, is_sqlite, mask_url, register_secret
 
 # A trial without a heartbeat for GRACE_PERIOD_S is taken for dead (on another machine: a process on this one is
 # recovered at once, see recover_dead_trials). Both can be set in the environment, e.g. for preemptible machines.
 HEARTBEAT_INTERVAL_S = int(os.environ.get("EMOTION_STUDY_HEARTBEAT_S", "20"))
 GRACE_PERIOD_S = int(os.environ.get("EMOTION_STUDY_GRACE_PERIOD_S", "60"))
 MAX_RETRY = 3
-JOURNAL_SUFFIXES = (".journal", ".log")
 # The user attr that names the process running a trial: what recover_dead_trials checks.
 WORKER_ATTR = "worker"
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for anything printed, logged or written."""
-    if "://" not in url:
-        return url
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("://")[0] + "://" + url.split("@")[-1] if "@" in url else url
-
-
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite:")
-
-
-def is_journal(url: str) -> bool:
-    return "://" not in url and url.endswith(JOURNAL_SUFFIXES)
 
 
 class JournalFileStorage(JournalStorage, BaseHeartbeat):
@@ -114,7 +95,8 @@ def _engine_kwargs(url: str) -> dict:
 def open_storage(url: str, *, heartbeat: bool = True) -> BaseStorage:
     """The storage for ``url``, with heartbeat-based retry of trials whose process died.
 
-    Errors become UsageError with the password masked, so that a CLI exits 2 with a readable line.
+    What a user can fix (a bad URL, an unknown or missing driver, a server that does not answer, a file that cannot be
+    made) becomes a UsageError with the password masked; anything else keeps its type.
     """
     register_secret(url)
     options = {}
@@ -143,11 +125,9 @@ def open_storage(url: str, *, heartbeat: bool = True) -> BaseStorage:
                     options.get("heartbeat_stale_trial_callback"),
                 )
             return RDBStorage(with_installed_driver(url), engine_kwargs=_engine_kwargs(url), **options)
-        except UsageError:
-            raise
-        except Exception as error:
+        except (ArgumentError, OperationalError, ImportError, OSError) as error:
             message = " ".join(str(error).split())[:300].replace(url, mask_url(url))
-            raise UsageError(f"cannot open storage {mask_url(url)}: {type(error).__name__}: {message}") from None
+            raise UsageError(f"cannot open storage {mask_url(url)}: {type(error).__name__}: {message}") from error
 
 
 def study_exists(storage: BaseStorage, name: str) -> bool:

@@ -31,7 +31,7 @@ def data_folder(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer(tiny_model):
-    from emotion_core.variants import load_tokenizer
+    from emotion_core.models import load_tokenizer
 
     return load_tokenizer(tiny_model)
 
@@ -70,9 +70,10 @@ def finished_study(tiny_model, data_folder, tmp_path_factory):
     storage, out = f"sqlite:///{root / 'study.db'}", str(root / "out")
     study = optuna.create_study(study_name="done", storage=storage, direction="maximize")
     # Learning rates at which each variant learns the synthetic task (tests/test_train.py).
-    study.enqueue_trial({"variant": "head", "learning_rate": 3e-2, "dropout": 0.0, "weight_decay": 0.0})
-    study.enqueue_trial({"variant": "lora", "learning_rate": 1e-2, "dropout": 0.0, "lora_r": 8, "weight_decay": 0.0})
-    study.enqueue_trial({"variant": "qlora", "learning_rate": 1e-2, "dropout": 0.0, "lora_r": 8, "weight_decay": 0.0})
+    lora = {"lora_dropout": 0.0, "lora_r": 8, "lora_alpha_ratio": 2.0, "lora_targets": "attention", "weight_decay": 0.0}
+    study.enqueue_trial({"variant": "head", "learning_rate": 3e-2, "head_dropout": 0.0, "weight_decay": 0.0})
+    study.enqueue_trial({"variant": "lora", "learning_rate": 1e-2, **lora})
+    study.enqueue_trial({"variant": "qlora", "learning_rate": 1e-2, **lora})
     common = ["--storage", storage, "--study-name", "done", "--output-dir", out]
     flags = ["--model", tiny_model, "--data", data_folder, "--epochs", "2", "--batch-size", "16", "--variant", "all", "--pruner", "none"]
     assert run_main(run.main, ["--trials", "3", *flags, *common]) == 0

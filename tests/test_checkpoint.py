@@ -1,9 +1,9 @@
 """A run that stops after a checkpoint and is run again continues from it, and ends where an unbroken run ends."""
 
 import pytest
+from transformers.utils import SAFE_WEIGHTS_NAME
 
-from emotion_core import checkpoint
-from emotion_core.train import TrainConfig, train
+from emotion_core.training import TrainConfig, checkpoint, train
 
 
 class Crash(Exception):
@@ -24,7 +24,7 @@ def test_a_run_continues_from_its_checkpoint_as_if_never_stopped(variant, tiny_m
         train(config, tokenized, tokenizer, crash_at_second_evaluation, checkpoint_dir=folder)
     assert [p.name for p in folder.iterdir()] == ["checkpoint-8"]
     if variant == "head":  # only what trains is saved, not the frozen base
-        assert (folder / "checkpoint-8" / checkpoint.WEIGHTS).stat().st_size < 10_000
+        assert (folder / "checkpoint-8" / SAFE_WEIGHTS_NAME).stat().st_size < 10_000
 
     resumed = train(config, tokenized, tokenizer, checkpoint_dir=folder)
     assert resumed.resumed_from_step == 8 and resumed.optimizer_steps == unbroken.optimizer_steps == 30

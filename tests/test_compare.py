@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from emotion_core import variants
 from study import compare
 from study.cli import run_main
 
@@ -18,7 +19,7 @@ def test_compare_writes_the_table_json_and_chart(tiny_model, data_folder, tmp_pa
     assert list(rows) == ["head", "lora", "qlora"]
     assert summary["n_train"] == 96 and summary["n_validation"] == 30 and summary["n_test"] == 60
     for variant, row in rows.items():
-        assert row["params"] == compare.DEFAULT_PARAMS[variant]
+        assert row["params"] == variants.get(variant).default_params()
         assert 0 <= row["test_accuracy"] <= 1 and 0 <= row["test_macro_f1"] <= 1 and row["n_test"] == 60
         assert row["train_seconds"] > 0 and row["optimizer_steps"] == 6 and row["peak_rss_mib"] > 0
     # What the seed's table is about: the head trains least, LoRA and QLoRA train the same adapter,
@@ -27,9 +28,9 @@ def test_compare_writes_the_table_json_and_chart(tiny_model, data_folder, tmp_pa
     assert rows["qlora"]["weights_mib"] < rows["lora"]["weights_mib"]
 
     table = (out / "compare.md").read_text()
-    assert "| variant | learning rate | LoRA r | test accuracy | macro F1 | weights MiB | training peak MiB |" in table
+    assert "| variant | parameters | test accuracy | macro F1 | weights MiB | training peak MiB |" in table
     for variant, row in rows.items():
-        assert f"| {variant} | {row['params']['learning_rate']:g} |" in table and f"{row['test_accuracy']:.4f}" in table
+        assert f"| {variant} | learning_rate={row['params']['learning_rate']:.3g} " in table and f"{row['test_accuracy']:.4f}" in table
     assert "python -m study.compare --model" in table
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in capsys.readouterr().out

@@ -11,16 +11,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from emotion_core import variants
+from emotion_core.cache import ModelCache
 from emotion_core.data import load_splits, tokenize_splits
-from emotion_core.features import clear_feature_cache, feature_splits
-from emotion_core.train import TrainConfig, evaluate_logits, train
-from emotion_core.variants import ModelParams, build_model, fresh_base, head_module, load_base
+from emotion_core.features import feature_splits
+from emotion_core.inference import evaluate_logits
+from emotion_core.models import build_model, head_module, load_base
+from emotion_core.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def head_config(model, **changes):
-    return TrainConfig(model=model, variant="head", learning_rate=3e-2, epochs=3, batch_size=16, **changes)
+def head_config(model, dropout, **changes):
+    return TrainConfig(model=model, variant="head", learning_rate=3e-2, epochs=3, batch_size=16, variant_params={"head_dropout": dropout}, **changes)
 
 
 def test_head_on_cached_features_is_the_head_on_the_model(tiny_model, tokenizer, tokenized, tmp_path):
@@ -39,7 +42,7 @@ def test_head_on_cached_features_is_the_head_on_the_model(tiny_model, tokenizer,
     assert torch.allclose(fast_weights["score.weight"], plain_weights["score.weight"], atol=1e-5)
 
     # The saved head loads into the real model (what final and predict do) and gives the accuracy it was selected on.
-    model = build_model(tiny_model, "head", ModelParams(dropout=0.0), tokenizer.pad_token_id)
+    model = build_model(tiny_model, "head", {"head_dropout": 0.0}, tokenizer.pad_token_id)
     model.load_state_dict(fast_weights, strict=False)
     logits = evaluate_logits(model, tokenized.validation, tokenizer)
     accuracy = float((torch.tensor(logits).argmax(-1) == torch.tensor(tokenized.validation["label"])).float().mean())
@@ -64,26 +67,28 @@ def test_head_with_dropout_learns_as_well_on_features(tiny_model, tokenizer, tok
     assert abs(sum(fast) / 3 - sum(plain) / 3) <= 0.05 and min(fast) > 0.4
 
 
-def test_features_are_computed_once_per_process(tiny_model, tokenizer, tokenized):
-    clear_feature_cache()
-    first = feature_splits(tiny_model, tokenized, tokenizer)
-    again = feature_splits(tiny_model, tokenized, tokenizer, with_test=True)
+def test_features_are_computed_once_per_cache(tiny_model, tokenizer, tokenized):
+    cache, head = ModelCache(), variants.get("head")
+    first = feature_splits(tiny_model, head, tokenized, tokenizer, cache)
+    again = feature_splits(tiny_model, head, tokenized, tokenizer, cache, with_test=True)
     assert first.seconds > 0 and again.train is first.train and first.test is None and len(again.test) == len(tokenized.test)
-    assert feature_splits(tiny_model, tokenized, tokenizer, with_test=True).seconds == 0.0
+    assert feature_splits(tiny_model, head, tokenized, tokenizer, cache, with_test=True).seconds == 0.0
+    assert feature_splits(tiny_model, head, tokenized, tokenizer, ModelCache()).seconds > 0  # another cache keeps its own
     assert again.train.features.shape == (len(tokenized.train), 32)
     assert again.validation.lengths == tokenized.validation["length"][:]
 
 
 def test_base_is_read_once_and_each_copy_is_fresh(tiny_model, tokenizer):
-    a = fresh_base(tiny_model, "lora", tokenizer.pad_token_id, seed=1)
-    b = fresh_base(tiny_model, "lora", tokenizer.pad_token_id, seed=1)
-    c = fresh_base(tiny_model, "lora", tokenizer.pad_token_id, seed=2)
+    cache, lora = ModelCache(), variants.get("lora")
+    a = cache.fresh_base(tiny_model, lora, tokenizer.pad_token_id, seed=1)
+    b = cache.fresh_base(tiny_model, lora, tokenizer.pad_token_id, seed=1)
+    c = cache.fresh_base(tiny_model, lora, tokenizer.pad_token_id, seed=2)
     assert a is not b
     assert torch.equal(a.score.weight, b.score.weight) and not torch.equal(a.score.weight, c.score.weight)
     with torch.no_grad():
         a.transformer.h[0].attn.c_attn.weight.add_(1.0)  # what training one copy does stays in it
     assert not torch.equal(a.transformer.h[0].attn.c_attn.weight, b.transformer.h[0].attn.c_attn.weight)
-    disk = load_base(tiny_model, "lora", tokenizer.pad_token_id)
+    disk = load_base(tiny_model, lora, tokenizer.pad_token_id)
     assert torch.equal(b.transformer.h[0].attn.c_attn.weight, disk.transformer.h[0].attn.c_attn.weight)
     assert b.config.pad_token_id == tokenizer.pad_token_id
 
@@ -91,8 +96,9 @@ def test_base_is_read_once_and_each_copy_is_fresh(tiny_model, tokenizer):
 def test_a_copied_4bit_base_trains_on_its_own(tiny_model, tokenizer):
     import bitsandbytes as bnb
 
-    first = build_model(tiny_model, "qlora", ModelParams(), tokenizer.pad_token_id)
-    second = fresh_base(tiny_model, "qlora", tokenizer.pad_token_id)
+    cache = ModelCache()
+    first = build_model(tiny_model, "qlora", {}, tokenizer.pad_token_id, cache=cache)
+    second = cache.fresh_base(tiny_model, variants.get("qlora"), tokenizer.pad_token_id)
     layer = first.base_model.model.transformer.h[0].attn.c_attn.base_layer
     assert isinstance(layer, bnb.nn.Linear4bit) and layer.weight.quant_state is not None
     inputs = torch.tensor([[3, 4, 5, 6]])
@@ -104,7 +110,7 @@ def test_a_copied_4bit_base_trains_on_its_own(tiny_model, tokenizer):
 
 
 def test_frozen_base_of_the_head_runs_in_eval_mode(tiny_model, tokenizer, tokenized):
-    model = build_model(tiny_model, "head", ModelParams(dropout=0.0), tokenizer.pad_token_id)
+    model = build_model(tiny_model, "head", {"head_dropout": 0.0}, tokenizer.pad_token_id)
     model.train()
     batch = {"input_ids": torch.tensor([tokenized.train[0]["input_ids"]])}
     first, second = model(**batch).logits, model(**batch).logits
@@ -120,7 +126,7 @@ def test_another_process_reads_the_tokenization_cache(tmp_path, data_folder, tin
     script = (
         "import json, sys\n"
         "from emotion_core.data import load_splits, tokenize_splits\n"
-        "from emotion_core.variants import load_tokenizer\n"
+        "from emotion_core.models import load_tokenizer\n"
         f"data = tokenize_splits(load_splits({data_folder!r}), load_tokenizer({tiny_model!r}), cache_dir={str(cache)!r})\n"
         "print(json.dumps({'key': data.key, 'files': [f['filename'] for f in data.train.cache_files],"
         " 'ids': data.validation['input_ids'][:]}))\n"
@@ -142,7 +148,7 @@ def test_length_grouped_batches_pad_little_on_a_small_subset():
     """A bench-sized subset (320 rows, batch 32): the HF sampler's groups of 2 batches padded 2.4x what sorting needs."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from emotion_core.train import length_grouped_sampler
+    from emotion_core.training.sampler import length_grouped_sampler
 
     generator = torch.Generator().manual_seed(0)
     lengths = torch.randint(4, 60, (320,), generator=generator).tolist()

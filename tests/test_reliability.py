@@ -170,7 +170,7 @@ def test_a_journal_file_has_a_heartbeat_and_retries_a_trial_whose_process_died(t
 def test_twenty_trials_in_one_process_do_not_grow_memory_and_failures_do_not_stop_the_study(study_args):
     storage = value_of(study_args, "--storage")
     study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
-    study.enqueue_trial({"dropout": 1.5})  # torch refuses it while the model is built: the trial fails
+    study.enqueue_trial({"lora_dropout": 1.5})  # torch refuses it while the model is built: the trial fails
     study.enqueue_trial({"learning_rate": 1e4})  # the loss becomes NaN or inf: the trial is pruned as diverged
     args = ["--trials", "20", "--epochs", "1", "--sampler", "random", *SMALL, "--max-train-samples", "48", "--max-eval-samples", "12", *study_args]
     assert run_main(run.main, args) == 0

@@ -37,9 +37,9 @@ def test_resume_counts_finished_trials(study_args, capsys):
 def test_pruner_prunes_an_absurd_learning_rate(study_args):
     storage = study_args[study_args.index("--storage") + 1]
     study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
-    good = {"learning_rate": 1e-2, "dropout": 0.0, "lora_r": 8, "weight_decay": 0.0}
+    good = {"learning_rate": 1e-2, "lora_dropout": 0.0, "lora_r": 8, "lora_alpha_ratio": 2.0, "lora_targets": "attention", "weight_decay": 0.0}
     study.enqueue_trial(good)
-    study.enqueue_trial({**good, "dropout": 0.1})
+    study.enqueue_trial({**good, "lora_dropout": 0.1})
     study.enqueue_trial({**good, "learning_rate": 3.0})
     assert run_main(run.main, ["--trials", "3", "--sampler", "random", "--pruner", "median", *study_args]) == 0
     trials = load(study_args).trials
@@ -57,6 +57,7 @@ def test_variant_all_makes_lora_r_conditional(study_args):
     assert len(variants) >= 2
     for trial in trials:
         assert ("lora_r" in trial.params) == (trial.params["variant"] in ("lora", "qlora"))
+        assert ("head_dropout" in trial.params) == (trial.params["variant"] == "head")
         assert trial.user_attrs["variant"] == trial.params["variant"]
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emotion_core.train import TrainConfig, train
+from emotion_core.training import TrainConfig, train
 
 # Learning rates at which each variant learns the synthetic task on the tiny model within 3 epochs.
 LEARNING_RATES = {"head": 3e-2, "lora": 1e-2, "qlora": 1e-2, "full": 3e-3}

@@ -1,11 +1,15 @@
 import pytest
 import torch
 
-from emotion_core.train import evaluate_logits
-from emotion_core.variants import (
-    CPU_BF16_MIN_HIDDEN_SIZE, ModelLoadError, ModelParams, base_dtype, build_model, count_parameters, load_tokenizer, native_bf16,
-)
+from emotion_core import variants
+from emotion_core.inference import evaluate_logits
+from emotion_core.models import ModelLoadError, build_model, count_parameters, load_tokenizer
+from emotion_core.precision import CPU_BF16_MIN_HIDDEN_SIZE, native_bf16
 from tests.synthetic import build_tiny_gpt2
+
+
+def frozen_dtype(model, variant, precision="auto"):
+    return variants.get(variant).frozen_dtype(model, precision)
 
 
 def trainable_names(model):
@@ -17,13 +21,13 @@ def test_gpt2_tokenizer_gets_a_pad_token(tokenizer):
 
 
 def test_head_trains_only_the_head(tiny_model, tokenizer):
-    model = build_model(tiny_model, "head", ModelParams(), tokenizer.pad_token_id)
+    model = build_model(tiny_model, "head", {}, tokenizer.pad_token_id)
     assert trainable_names(model) == ["score.weight"]
     assert model.config.pad_token_id == tokenizer.pad_token_id
 
 
 def test_lora_targets_peft_defaults_with_fan_in_fan_out(tiny_model, tokenizer):
-    model = build_model(tiny_model, "lora", ModelParams(lora_r=4), tokenizer.pad_token_id)
+    model = build_model(tiny_model, "lora", {"lora_r": 4}, tokenizer.pad_token_id)
     names = trainable_names(model)
     assert any("c_attn.lora_A" in n for n in names) and any("score" in n for n in names)
     assert not any("c_proj" in n or "c_fc" in n for n in names)
@@ -32,7 +36,7 @@ def test_lora_targets_peft_defaults_with_fan_in_fan_out(tiny_model, tokenizer):
 
 
 def test_target_modules_override(tiny_model, tokenizer):
-    model = build_model(tiny_model, "lora", ModelParams(target_modules=["c_fc"]), tokenizer.pad_token_id)
+    model = build_model(tiny_model, "lora", {"lora_targets": ["c_fc"]}, tokenizer.pad_token_id)
     assert any("c_fc.lora_A" in n for n in trainable_names(model))
     assert not any("c_attn.lora" in n for n in trainable_names(model))
 
@@ -40,7 +44,7 @@ def test_target_modules_override(tiny_model, tokenizer):
 def test_qlora_quantizes_the_base_to_4bit(tiny_model, tokenizer):
     import bitsandbytes as bnb
 
-    model = build_model(tiny_model, "qlora", ModelParams(), tokenizer.pad_token_id)
+    model = build_model(tiny_model, "qlora", {}, tokenizer.pad_token_id)
     c_attn = model.base_model.model.transformer.h[0].attn.c_attn
     assert isinstance(c_attn.base_layer, bnb.nn.Linear4bit)
     assert c_attn.base_layer.weight.quant_type == "nf4" and c_attn.fan_in_fan_out is False
@@ -52,7 +56,7 @@ def test_qlora_quantizes_the_base_to_4bit(tiny_model, tokenizer):
 def test_qlora_trains_after_an_evaluation(tmp_path, tokenizer):
     """An evaluation (a no-grad forward in eval mode) must leave the 4-bit layers trainable: bitsandbytes >= 0.49
     repacks them for a CPU inference kernel there, after which backward failed. 64 wide: one full 4-bit block."""
-    model = build_model(str(build_tiny_gpt2(tmp_path / "gpt2-64", n_embd=64)), "qlora", ModelParams(dropout=0.0), tokenizer.pad_token_id)
+    model = build_model(str(build_tiny_gpt2(tmp_path / "gpt2-64", n_embd=64)), "qlora", {"lora_dropout": 0.0}, tokenizer.pad_token_id)
     inputs, labels = torch.tensor([[3, 4, 5, 6], [7, 8, 9, 10]]), torch.tensor([1, 4])
 
     def lora_grads():
@@ -72,22 +76,22 @@ def test_qlora_trains_after_an_evaluation(tmp_path, tokenizer):
 
 
 def test_precision_sets_the_frozen_weights_dtype(tiny_model, tokenizer, tmp_path):
-    model = build_model(tiny_model, "lora", ModelParams(), tokenizer.pad_token_id, precision="bf16")
+    model = build_model(tiny_model, "lora", {}, tokenizer.pad_token_id, precision="bf16")
     assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # AdamW's updates need them
     assert model.config._attn_implementation == ("sdpa" if torch.cuda.is_available() else "eager")
-    assert base_dtype(tiny_model, "qlora", "bf16") == base_dtype(tiny_model, "full", "bf16") == base_dtype(tiny_model, "lora", "fp32") == torch.float32
+    assert frozen_dtype(tiny_model, "qlora", "bf16") == frozen_dtype(tiny_model, "full", "bf16") == frozen_dtype(tiny_model, "lora", "fp32") == torch.float32
     # auto: bf16 only where it pays, which on a CPU takes a model of some width
     wide = str(build_tiny_gpt2(tmp_path / "wide", n_layer=1, n_embd=CPU_BF16_MIN_HIDDEN_SIZE))
-    assert base_dtype(wide, "head") == (torch.bfloat16 if native_bf16() else torch.float32)
-    assert base_dtype(tiny_model, "head") == (torch.bfloat16 if native_bf16() and torch.cuda.is_available() else torch.float32)
+    assert frozen_dtype(wide, "head") == (torch.bfloat16 if native_bf16() else torch.float32)
+    assert frozen_dtype(tiny_model, "head") == (torch.bfloat16 if native_bf16() and torch.cuda.is_available() else torch.float32)
     with pytest.raises(ValueError, match="unknown precision"):
-        base_dtype(tiny_model, "lora", "fp16")
+        frozen_dtype(tiny_model, "lora", "fp16")
 
 
 def test_last_real_token_is_pooled(tiny_model, tokenizer, tokenized):
     """A sentence gives the same logits alone as in a batch padded to a longer one."""
-    model = build_model(tiny_model, "head", ModelParams(dropout=0.0), tokenizer.pad_token_id)
+    model = build_model(tiny_model, "head", {"head_dropout": 0.0}, tokenizer.pad_token_id)
     batch = tokenized.validation.select([0, len(tokenized.validation) - 1])  # longest and shortest
     assert batch["length"][0] > batch["length"][1]
     together = evaluate_logits(model, batch, tokenizer)

@@ -1,0 +1,146 @@
+"""Loading a pretrained model with a fresh classification head, and its tokenizer.
+
+Any model that ``AutoModelForSequenceClassification`` loads works. The classification head is the model's own
+(``score`` for decoder LMs such as GPT-2 and Llama, ``classifier`` for encoders); decoder LMs pool the last real
+token, which needs a pad token that GPT-2 lacks, so the EOS token serves as pad and ``pad_token_id`` is set.
+How the weights are stored (dtype, 4-bit) is the variant's to say (``emotion_core.variants``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from emotion_core.errors import InputError, first_line
+from emotion_core.labels import LABELS
+from emotion_core.precision import attention_for
+from emotion_core.sources import local_path, missing_folder
+
+if TYPE_CHECKING:
+    from emotion_core.variants import Variant
+
+HEAD_NAMES: tuple[str, ...] = ("score", "classifier")
+
+
+class ModelLoadError(InputError):
+    """The model or tokenizer cannot be loaded; the message says what to pass instead."""
+
+
+def _load_error(kind: str, name: str, error: Exception) -> ModelLoadError:
+    if missing_folder(name):
+        return ModelLoadError(
+            f"{kind} folder {name!r} does not exist; pass a folder written by save_pretrained() or a hub id: --model /path/to/folder"
+        )
+    where = "local folder" if local_path(name).exists() else "Hugging Face hub"
+    return ModelLoadError(
+        f"cannot load the {kind} {name!r} from the {where} ({type(error).__name__}: {first_line(error)}). "
+        "If this machine is offline, save the model with save_pretrained() on a machine that has it, "
+        "copy the folder here and pass it: --model /path/to/folder"
+    )
+
+
+# What a user's model name can fail with while its config or tokenizer is read: OSError for a missing folder or file
+# and an unreachable hub, ValueError for a folder that holds no model ("Unrecognized model").
+_LOAD_ERRORS = (OSError, ValueError)
+
+
+def load_tokenizer(name: str):
+    """The model's tokenizer, padding on the right, with the EOS token as pad where it has none (GPT-2)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(local_path(name))
+    except _LOAD_ERRORS as error:
+        raise _load_error("tokenizer", name, error) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def check_model(name: str) -> None:
+    """Fail fast with a clear message when the model's config cannot be had (missing folder, offline hub). Once it
+    can, an error while loading the weights is not the user's input (out of memory, a broken file) and keeps its type."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(local_path(name))
+    except _LOAD_ERRORS as error:
+        raise _load_error("model", name, error) from error
+
+
+def load_base(name: str, variant: Variant, pad_token_id: int, precision: str = "auto", labels: Sequence[str] = LABELS) -> nn.Module:
+    """The pretrained model with a fresh head over ``labels``, read from disk, its weights as ``variant`` keeps them."""
+    from transformers import AutoModelForSequenceClassification
+
+    check_model(name)
+    dtype = variant.frozen_dtype(name, precision)
+    options = {"attn_implementation": attention_for(dtype), "dtype": dtype, **variant.load_options()}
+
+    def load(**extra):
+        return AutoModelForSequenceClassification.from_pretrained(
+            local_path(name), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}, **extra
+        )
+
+    try:
+        model = load(**options)
+    except ValueError as error:  # "does not support ... sdpa": the model's default attention then
+        if "sdpa" not in str(error).lower():
+            raise
+        model = load(**{k: v for k, v in options.items() if k != "attn_implementation"})
+    variant.after_load(model)
+    model.config.pad_token_id = pad_token_id
+    # Set now rather than by the first forward pass, which would make torch.compile compile the model twice.
+    model.config.problem_type = "single_label_classification"
+    return model
+
+
+def head_module(model: nn.Module) -> tuple[str, nn.Module]:
+    for name in HEAD_NAMES:
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module):
+            return name, module
+    raise ModelLoadError(f"{type(model).__name__} has no classification head named {' or '.join(HEAD_NAMES)}")
+
+
+def reset_head(model: nn.Module, seed: int) -> None:
+    """Draw the head's weights as the model's own init does, from ``seed`` (see :func:`draw_linear`)."""
+    draw_linear(head_module(model)[1], seed, getattr(model.config, "initializer_range", 0.02))
+
+
+def draw_linear(head: nn.Module, seed: int, std: float) -> None:
+    """Normal weights of standard deviation ``std`` and zero biases for the Linear layers of ``head``.
+
+    Its own generator: the same seed gives the same head whatever ran before, in this process or another."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            with torch.no_grad():
+                module.weight.copy_((torch.randn(module.weight.shape, generator=generator) * std).to(module.weight.dtype))
+                if module.bias is not None:
+                    module.bias.zero_()
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters, 4-bit weights counted as the parameters they stand for: peft's count for an
+    adapter model, transformers' for a plain one, a plain sum for a module of ours (the head on cached features)."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    if hasattr(model, "num_parameters"):
+        return model.num_parameters(only_trainable=True), model.num_parameters()
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
+
+
+def build_model(name: str, variant: str, params: dict | None, pad_token_id: int, *, seed: int = 0, precision: str = "auto",
+                labels: Sequence[str] = LABELS, cache=None) -> nn.Module:
+    """The model a run of ``variant`` trains: a fresh copy of the base (from ``cache``, an
+    emotion_core.cache.ModelCache, when given) made into the variant with ``params`` (its own parameters, by name)."""
+    from emotion_core import variants
+    from emotion_core.cache import ModelCache
+
+    spec = variants.get(variant)
+    base = (cache or ModelCache()).fresh_base(name, spec, pad_token_id, seed=seed, precision=precision, labels=labels)
+    return spec.apply(base, spec.params(params))

@@ -1,0 +1,92 @@
+"""The Trainer callbacks of a run: tracking (evaluate on schedule, record, keep the best weights) and stopping
+(divergence, or a pruner's say). Checkpoints are in ``checkpoint.py``. Each callback writes only its own state; the
+others read the tracker's record."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainerCallback
+
+from emotion_core.training.config import Evaluation, TrainConfig
+from emotion_core.weights import trainable_state
+
+OnEval = Callable[[Evaluation], bool | None]
+
+
+def evaluation_steps(n_train: int, config: TrainConfig) -> set[int]:
+    """Optimizer steps after which to evaluate: evenly spaced within each epoch, always at an epoch's end, so that
+    every trial of a study reports at the same steps (what a pruner compares)."""
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total = math.ceil(steps_per_epoch * config.epochs)
+    per_epoch = max(1, min(config.evals_per_epoch, steps_per_epoch))
+    steps = {round(k * steps_per_epoch / per_epoch) for k in range(1, math.ceil(config.epochs * per_epoch) + 1)}
+    return {s for s in steps if s < total} | {total}
+
+
+@dataclass
+class TrainingRecord:
+    """The evaluations so far and the weights of the best one: what a run returns and a checkpoint keeps."""
+
+    evaluations: list[Evaluation] = field(default_factory=list)
+    best_accuracy: float = -1.0
+    best_weights: dict[str, torch.Tensor] | None = None
+
+
+class Tracker(TrainerCallback):
+    """Evaluates (and logs the training loss) at the scheduled steps, records each evaluation and keeps the best
+    weights, which :meth:`restore_best` puts back at the end: the run is selected on validation."""
+
+    def __init__(self, model: torch.nn.Module, eval_at: set[int], record: TrainingRecord | None = None):
+        self.model = model
+        self.eval_at = eval_at
+        self.record = record or TrainingRecord()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.eval_at:
+            control.should_log = control.should_evaluate = True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        evaluation = Evaluation(
+            step=state.global_step,
+            epoch=float(state.epoch or 0.0),
+            accuracy=float(metrics["eval_accuracy"]),
+            loss=float(metrics.get("eval_loss", float("nan"))),
+        )
+        self.record.evaluations.append(evaluation)
+        if evaluation.accuracy > self.record.best_accuracy:
+            self.record.best_accuracy = evaluation.accuracy
+            self.record.best_weights = trainable_state(self.model)
+
+    def restore_best(self) -> None:
+        if self.record.best_weights is not None:
+            self.model.load_state_dict(self.record.best_weights, strict=False)
+
+
+class Stopper(TrainerCallback):
+    """Stops a run whose loss is no longer finite (diverged), or when ``on_eval`` says so after an evaluation (a
+    pruner). Goes after the Tracker, whose newest evaluation it reads."""
+
+    def __init__(self, record: TrainingRecord, on_eval: OnEval | None):
+        self.record = record
+        self.on_eval = on_eval
+        self.diverged: str | None = None
+        self.stopped_early = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.diverged = f"training loss became {loss} at step {state.global_step}"
+            control.should_training_stop = True
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        evaluation = self.record.evaluations[-1]
+        if not math.isfinite(evaluation.loss):
+            self.diverged = f"validation loss became {evaluation.loss} at step {evaluation.step}"
+            control.should_training_stop = True
+        if self.on_eval is not None and self.on_eval(evaluation):
+            self.stopped_early = True
+            control.should_training_stop = True

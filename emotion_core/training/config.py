@@ -1,0 +1,126 @@
+"""What a training run is given (TrainConfig) and what it gives back (Evaluation, Result). No heavy imports."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from emotion_core import variants
+
+# auto: bf16 where the machine computes in it natively (emotion_core.precision); bf16 or fp32 force one.
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Every field has a default, so a notebook can change only what it studies."""
+
+    model: str = "gpt2"  # hub id or local folder of a model that AutoModelForSequenceClassification loads
+    variant: str = "lora"  # a name in emotion_core.variants.REGISTRY
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    # The variant's own parameters, by the names of its Params fields (lora_r, head_dropout, ...); the rest take
+    # their defaults.
+    variant_params: dict[str, Any] = field(default_factory=dict)
+    epochs: float = 3.0
+    batch_size: int = 32
+    eval_batch_size: int | None = None  # None: 4 x batch_size on a GPU (evaluation holds no gradients), 2 x on a CPU
+    # Validation evaluations per epoch, each one a point a pruner can act on. 3 rather than 2: a pruned trial stops a
+    # third of an epoch in. Bench pruning part, 12 trials, seeds 0/1/2, steps run against the unpruned study: SmolLM2-135M
+    # head 0.35/0.70/0.56 (2: 0.52/0.72/0.58; best kept, except 0.4 pt lost on seed 0), tiny GPT-2 LoRA 0.33/0.56/0.49
+    # (2: 0.45/0.72/0.53; best kept). 4 lost 0.6 pt on SmolLM2 seed 0 and saved no more.
+    evals_per_epoch: int = 3
+    seed: int = 0
+    feature_cache: bool = True  # head variant: train on the frozen base's pooled features (emotion_core.features)
+    compile: bool = False  # torch.compile the model (the compiled code is reused by later runs in the process)
+    precision: str = "auto"  # auto | bf16 | fp32: frozen weights and autocast in bf16 where the machine has it natively
+    verbose: bool = False  # show the Trainer's own progress bar and logs
+
+    def __post_init__(self) -> None:
+        self.params()  # an unknown variant or parameter fails here, not an hour later
+
+    @property
+    def spec(self) -> variants.Variant:
+        return variants.get(self.variant)
+
+    def params(self) -> variants.VariantParams:
+        return self.spec.params(self.variant_params)
+
+    def resolved_eval_batch_size(self) -> int:
+        from emotion_core.precision import use_gpu
+
+        # On a CPU a bigger batch runs a little faster per token (SmolLM2: 494, 541, 550 tokens/s at 32, 64, 128 rows)
+        # but pads more (500 validation sentences sorted: 1.10x, 1.21x, 1.45x their tokens): 2x costs what 1x does
+        # there, and halves the per-batch overhead that dominates on tiny models.
+        return self.eval_batch_size or (4 if use_gpu() else 2) * self.batch_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class Evaluation:
+    """One validation evaluation during training."""
+
+    step: int
+    epoch: float
+    accuracy: float
+    loss: float
+
+
+@dataclass
+class Result:
+    val_accuracy: float  # the best validation accuracy; its weights are the ones kept
+    evaluations: list[Evaluation]
+    trainable_params: int
+    total_params: int
+    peak_memory_mib: float | None  # None where it cannot be measured (see emotion_core.memory)
+    peak_rss_mib: float
+    train_seconds: float
+    train_samples_per_second: float
+    optimizer_steps: int
+    n_train: int = 0  # training sentences, and validation ones: the budget the result was had on
+    n_validation: int = 0
+    setup_seconds: float = 0.0  # getting the model ready: a copy of the loaded base, or the head's features
+    stopped_early: bool = False  # the on_eval callback asked to stop
+    diverged: str | None = None  # why training was stopped as diverged (NaN or inf loss)
+    test: dict | None = None  # classification_metrics on the test split, when asked for
+    test_predictions: list[int] | None = None  # per test sentence, in the split's order (paired tests, bootstrap)
+    saved_to: str | None = None
+    weights_mib: float | None = None  # the model's weights and buffers (get_memory_footprint): 4-bit for qlora
+    resumed_from_step: int = 0  # the checkpoint step this run continued from (0: from the start)
+
+    @property
+    def epoch_val_accuracy(self) -> list[float]:
+        """The last validation accuracy within each epoch."""
+        by_epoch: dict[int, float] = {}
+        for evaluation in self.evaluations:
+            by_epoch[max(0, math.ceil(evaluation.epoch - 1e-6) - 1)] = evaluation.accuracy
+        return [by_epoch[k] for k in sorted(by_epoch)]
+
+    def summary(self) -> dict:
+        """The measured numbers, rounded for people: what a trial's attrs, a final report and a comparison row show."""
+
+        def rounded(value, digits):
+            return round(value, digits) if value is not None else None
+
+        return {
+            "val_accuracy": self.val_accuracy,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "peak_memory_mib": rounded(self.peak_memory_mib, 1),
+            "peak_rss_mib": rounded(self.peak_rss_mib, 1),
+            "weights_mib": rounded(self.weights_mib, 1),
+            "train_seconds": round(self.train_seconds, 3),
+            "train_samples_per_second": round(self.train_samples_per_second, 1),
+            "optimizer_steps": self.optimizer_steps,
+            "n_train": self.n_train,
+            "n_validation": self.n_validation,
+            "epoch_val_accuracy": [round(a, 4) for a in self.epoch_val_accuracy],
+        }

@@ -1,0 +1,210 @@
+"""The training loop: one TrainConfig in, validation (and optionally test) metrics out, with the HF Trainer.
+
+Dynamic padding (``data.padding_collator``), length-grouped batches (``sampler``), validation several times per epoch
+handed to an optional callback that may stop the run (a pruner does), the best evaluation's weights kept (``callbacks``),
+checkpoints at each evaluation (``checkpoint``). The head variant trains on the frozen base's pooled features
+(``emotion_core.features``); the base comes from a ``ModelCache`` that the caller may keep across runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from emotion_core.cache import ModelCache
+from emotion_core.data import TokenizedSplits, padding_collator
+from emotion_core.features import feature_splits
+from emotion_core.memory import MIB, PeakMemory
+from emotion_core.metrics import classification_metrics, predictions_from_logits, trainer_accuracy
+from emotion_core.models import build_model, count_parameters
+from emotion_core.precision import use_gpu
+from emotion_core.training import checkpoint
+from emotion_core.training.callbacks import OnEval, Stopper, Tracker, evaluation_steps
+from emotion_core.training.config import Result, TrainConfig
+from emotion_core.training.sampler import trainer_class
+
+
+@dataclass
+class Prepared:
+    """The model to train and what it trains on: sentences, or the head's cached features."""
+
+    model: torch.nn.Module
+    splits: object  # TokenizedSplits or features.FeatureSplits: .train, .validation, .test
+    collate: Callable
+    trainable_params: int
+    total_params: int
+    weights_mib: float  # the model's weights and buffers (get_memory_footprint); the frozen base's for features
+    seconds: float
+
+
+def prepare(config: TrainConfig, data: TokenizedSplits, tokenizer, cache: ModelCache, with_test: bool) -> Prepared:
+    from transformers import default_data_collator
+
+    started = time.perf_counter()
+    variant = config.spec
+    params = config.params()
+    features = None
+    if variant.trains_on_features and config.feature_cache:
+        features = feature_splits(config.model, variant, data, tokenizer, cache, with_test=with_test,
+                                  batch_size=config.resolved_eval_batch_size(), precision=config.precision)
+    if features is not None:
+        # The same head, init and batches as the head on the full model, on vectors instead of sentences.
+        model = features.head.build(params.head_dropout, config.seed)
+        return Prepared(model, features, default_data_collator, count_parameters(model)[0], features.head.total_params,
+                        features.head.weights_mib, time.perf_counter() - started)
+    model = build_model(config.model, config.variant, config.variant_params, tokenizer.pad_token_id, seed=config.seed,
+                        precision=config.precision, labels=data.labels, cache=cache)
+    trainable, total = count_parameters(model)
+    return Prepared(model, data, padding_collator(tokenizer), trainable, total, model.get_memory_footprint() / MIB,
+                    time.perf_counter() - started)
+
+
+def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool, compile_model: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.resolved_eval_batch_size(),
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        # Evaluation, logging and checkpoints happen at the steps the callbacks pick (evaluation_steps).
+        eval_strategy="no",
+        logging_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        bf16=bf16,
+        use_cpu=not use_gpu(),
+        # The collators drop the ``length`` column; the training sampler needs it.
+        remove_unused_columns=False,
+        torch_compile=compile_model,
+        label_names=["labels"],
+        disable_tqdm=not config.verbose,
+        log_level="info" if config.verbose else "error",
+        dataloader_num_workers=0,
+    )
+
+
+def _without_length(collate: Callable) -> Callable:
+    def collate_rows(rows: list[dict]) -> dict:
+        return collate([{k: v for k, v in row.items() if k != "length"} for row in rows])
+
+    return collate_rows
+
+
+def _allow_recompiles() -> None:
+    """Later runs in the process reuse the compiled code. LoRA's rank changes weight shapes: let a second rank make them
+    dynamic instead of compiling once per rank, and keep more variants than the default 8 before falling back to eager."""
+    import torch._dynamo
+
+    dynamo = torch._dynamo.config
+    if hasattr(dynamo, "force_parameter_static_shapes"):
+        dynamo.force_parameter_static_shapes = False
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo, name):
+            setattr(dynamo, name, max(getattr(dynamo, name), 64))
+            break
+
+
+def train(
+    config: TrainConfig,
+    data: TokenizedSplits,
+    tokenizer,
+    on_eval: OnEval | None = None,
+    *,
+    cache: ModelCache | None = None,
+    evaluate_test: bool = False,
+    save_to: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> Result:
+    """Train ``config`` on ``data.train``, selecting on ``data.validation``.
+
+    ``on_eval`` is called after each validation evaluation; returning True stops training. ``cache`` keeps the loaded
+    base and the head's features for later runs (without one, nothing is kept). With ``evaluate_test`` the kept weights
+    are evaluated once on ``data.test``; with ``save_to`` the variant saves them there. With ``checkpoint_dir`` a
+    checkpoint is kept there at each evaluation, and a run that finds one continues from it. Model and GPU memory are
+    freed before returning or raising.
+    """
+    from transformers import PrinterCallback, set_seed
+
+    set_seed(config.seed)
+    prepared = trainer = tracker = stopper = callbacks = None
+    try:
+        prepared = prepare(config, data, tokenizer, cache or ModelCache(), with_test=evaluate_test)
+        compile_model = config.compile and prepared.splits is data
+        if compile_model:
+            _allow_recompiles()
+        eval_at = evaluation_steps(len(prepared.splits.train), config)
+        resume, record = checkpoint.restore(checkpoint_dir) if checkpoint_dir is not None else (None, None)
+        tracker = Tracker(prepared.model, eval_at, record)
+        stopper = Stopper(tracker.record, on_eval)
+        callbacks = [tracker, stopper]
+        if checkpoint_dir is not None:
+            callbacks.append(checkpoint.CheckpointCallback(eval_at, tracker.record))
+        resumed_from_step = checkpoint.step_of(resume) if resume else 0
+        with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
+            trainer = trainer_class()(
+                model=prepared.model,
+                # The head on cached features autocasts too: its Linear then computes as it does on top of the model.
+                args=_training_arguments(config, str(checkpoint_dir or scratch), config.spec.autocast_bf16(config.model, config.precision),
+                                         compile_model),
+                train_dataset=prepared.splits.train,
+                eval_dataset=prepared.splits.validation,
+                data_collator=_without_length(prepared.collate),
+                compute_metrics=trainer_accuracy,
+                callbacks=callbacks,
+            )
+            if not config.verbose:
+                trainer.remove_callback(PrinterCallback)  # it prints every log dict once the bar is off
+            with PeakMemory() as memory:
+                started = time.perf_counter()
+                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+                train_seconds = time.perf_counter() - started
+            tracker.restore_best()
+            test, test_predictions = None, None
+            if evaluate_test and not stopper.diverged:
+                prediction = trainer.predict(prepared.splits.test)
+                predicted = predictions_from_logits(prediction.predictions)
+                test = classification_metrics(prediction.label_ids, predicted, data.labels)
+                test_predictions = [int(p) for p in predicted]
+            saved_to = str(config.spec.save(prepared.model, save_to)) if save_to is not None else None
+        steps = trainer.state.global_step
+        return Result(
+            val_accuracy=max(tracker.record.best_accuracy, 0.0),
+            evaluations=tracker.record.evaluations,
+            trainable_params=prepared.trainable_params,
+            total_params=prepared.total_params,
+            peak_memory_mib=memory.peak_mib,
+            peak_rss_mib=memory.peak_rss_mib,
+            train_seconds=train_seconds,
+            train_samples_per_second=(steps - resumed_from_step) * config.batch_size / max(train_seconds, 1e-9) if steps > resumed_from_step else 0.0,
+            optimizer_steps=steps,
+            n_train=len(data.train),
+            n_validation=len(data.validation),
+            setup_seconds=prepared.seconds,
+            stopped_early=stopper.stopped_early,
+            diverged=stopper.diverged,
+            test=test,
+            test_predictions=test_predictions,
+            saved_to=saved_to,
+            weights_mib=prepared.weights_mib,
+            resumed_from_step=resumed_from_step,
+        )
+    finally:
+        del prepared, trainer, tracker, stopper, callbacks
+        release_memory()
+
+
+def release_memory() -> None:
+    """Give freed tensors back: Python's cycles first, then the CUDA caching allocator."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

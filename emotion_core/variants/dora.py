@@ -1,0 +1,9 @@
+"""DoRA: LoRA with the pretrained weight split into magnitude and direction (peft's ``use_dora=True``)."""
+
+from emotion_core.variants.lora import LoRA
+
+
+class DoRA(LoRA):
+    name = "dora"
+    summary = "LoRA with weight decomposition (peft use_dora)"
+    use_dora = True

@@ -1,0 +1,58 @@
+"""QLoRA: LoRA over a base quantized to 4-bit NF4 by bitsandbytes (``BitsAndBytesConfig``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from emotion_core.variants.lora import LoRA, LoraParams
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class QLoRA(LoRA):
+    name = "qlora"
+    summary = "LoRA over a 4-bit NF4 base (bitsandbytes)"
+    quantized = True
+
+    def load_options(self) -> dict[str, Any]:
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        from emotion_core.models import HEAD_NAMES
+        from emotion_core.precision import use_gpu
+
+        return {
+            "quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                # bitsandbytes' bf16 kernels are about 35x slower than float32 on a CPU.
+                bnb_4bit_compute_dtype=torch.bfloat16 if use_gpu() else torch.float32,
+                llm_int8_skip_modules=list(HEAD_NAMES),  # the new head trains in full precision
+            ),
+            "device_map": {"": 0} if use_gpu() else {"": "cpu"},
+        }
+
+    def after_load(self, model: nn.Module) -> None:
+        """Keep bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
+
+        bitsandbytes >= 0.49 repacks a Linear4bit's weights at its first no-grad forward on a CPU with AVX512-BF16 (an
+        evaluation), and from then on computes with a kernel that has no backward: the next training step fails ("a view
+        of a leaf Variable that requires grad is being used in an in-place operation"). The repack also fails outright on
+        layers narrower than its 64-value blocks. The plain layout (dequantize, then matmul) trains and evaluates."""
+        import bitsandbytes as bnb
+
+        from emotion_core.precision import use_gpu
+
+        if use_gpu():
+            return
+        for module in model.modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                module.support_avx512bf16_for_cpu = False
+
+    def apply(self, base: nn.Module, params: LoraParams) -> nn.Module:
+        from peft import prepare_model_for_kbit_training
+
+        # Gradient checkpointing would trade time for memory that a model of this size does not need.
+        return super().apply(prepare_model_for_kbit_training(base, use_gradient_checkpointing=False), params)

@@ -1,0 +1,18 @@
+"""The model's tokenizer and the tokenized data of a study, read once per process (tokenized splits from the on-disk
+cache when it has them)."""
+
+from __future__ import annotations
+
+from emotion_core.data import TokenizedSplits, load_splits, tokenize_splits
+from emotion_core.models import check_model, load_tokenizer
+from study.settings import StudySettings
+
+
+def prepare_data(settings: StudySettings) -> tuple[object, TokenizedSplits]:
+    """Tokenizer and tokenized splits. A missing model or data set fails here, before anything is written."""
+    check_model(settings.model)
+    tokenizer = load_tokenizer(settings.tokenizer_name)
+    splits = load_splits(
+        settings.data, max_train_samples=settings.max_train_samples, max_eval_samples=settings.max_eval_samples, seed=settings.seed
+    )
+    return tokenizer, tokenize_splits(splits, tokenizer, cache_dir=settings.cache_dir)

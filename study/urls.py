@@ -1,0 +1,58 @@
+"""Storage URLs: what kind of storage they name, and their passwords, masked wherever a URL is shown and hidden in
+any text this process prints or logs."""
+
+from __future__ import annotations
+
+JOURNAL_SUFFIXES = (".journal", ".log")
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def is_journal(url: str) -> bool:
+    """A journal file (Optuna's JournalStorage): a path, not a URL, ending in .journal or .log."""
+    return "://" not in url and url.endswith(JOURNAL_SUFFIXES)
+
+
+# Passwords of the URLs this process was given: never printed, whatever raised the text.
+_SECRETS: set[str] = set()
+
+
+def _password(url: str) -> str | None:
+    if "://" not in url:
+        return None
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+    except Exception:  # noqa: BLE001 - an unparsable URL: what sits between user: and @
+        head = url.split("://", 1)[1].rsplit("@", 1)
+        password = head[0].split(":", 1)[1] if len(head) == 2 and ":" in head[0] else None
+    return str(password) if password else None
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, for anything printed, logged or written."""
+    password = _password(url)
+    if not password:
+        return url
+    masked = url.replace(f":{password}@", ":***@")
+    if masked == url:  # the URL holds the password %-encoded
+        from sqlalchemy.engine import make_url
+
+        masked = make_url(url).render_as_string(hide_password=True)
+    return masked
+
+
+def register_secret(url: str) -> None:
+    """Remember the password in a URL, so that :func:`redact` hides it in any message."""
+    password = _password(url)
+    if password:
+        _SECRETS.add(password)
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
