@@ -43,13 +43,13 @@ class ModelCache:
     def fresh_base(self, name: str, variant: Variant, pad_token_id: int, *, seed: int = 0, precision: str = "auto",
                    labels: Sequence[str] = LABELS) -> nn.Module:
         """A copy of the pretrained model for one run, with a new head drawn from ``seed``."""
-        from emotion_core.models import load_base, reset_head
+        from emotion_core.models import reset_head
 
         key = self._key(name, variant, precision, labels)
         if key in self._bases:
             self._bases.move_to_end(key)
         else:
-            self._bases[key] = load_base(name, variant, pad_token_id, precision, labels)
+            self._bases[key] = variant.load_base(name, pad_token_id, precision, labels)
             while len(self._bases) > self.max_bases:
                 self._bases.popitem(last=False)
             if self.freeze_gc:
@@ -64,3 +64,14 @@ class ModelCache:
         """Forget the loaded bases and features (their memory goes with the next garbage collection)."""
         self._bases.clear()
         self.features.clear()
+
+
+def build_model(name: str, variant: str, params: dict | None, pad_token_id: int, *, seed: int = 0, precision: str = "auto",
+                labels: Sequence[str] = LABELS, cache: ModelCache | None = None) -> nn.Module:
+    """The model a run of ``variant`` trains: a fresh copy of the base (from ``cache``, an
+    emotion_core.cache.ModelCache, when given) made into the variant with ``params`` (its own parameters, by name)."""
+    from emotion_core import variants
+
+    spec = variants.get(variant)
+    base = (cache or ModelCache()).fresh_base(name, spec, pad_token_id, seed=seed, precision=precision, labels=labels)
+    return spec.apply(base, spec.params(params))

@@ -9,7 +9,7 @@ How the weights are stored (dtype, 4-bit) is the variant's to say (``emotion_cor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,9 +18,6 @@ from emotion_core.errors import InputError, first_line
 from emotion_core.labels import LABELS
 from emotion_core.precision import attention_for
 from emotion_core.sources import local_path, missing_folder
-
-if TYPE_CHECKING:
-    from emotion_core.variants import Variant
 
 HEAD_NAMES: tuple[str, ...] = ("score", "classifier")
 
@@ -72,13 +69,13 @@ def check_model(name: str) -> None:
         raise _load_error("model", name, error) from error
 
 
-def load_base(name: str, variant: Variant, pad_token_id: int, precision: str = "auto", labels: Sequence[str] = LABELS) -> nn.Module:
-    """The pretrained model with a fresh head over ``labels``, read from disk, its weights as ``variant`` keeps them."""
+def load_base(name: str, pad_token_id: int, labels: Sequence[str] = LABELS, dtype: torch.dtype = torch.float32, **options: Any) -> nn.Module:
+    """The pretrained model with a fresh head over ``labels``, read from disk with its weights in ``dtype``; ``options``
+    go to ``from_pretrained`` (a variant's quantization: see Variant.load_base)."""
     from transformers import AutoModelForSequenceClassification
 
     check_model(name)
-    dtype = variant.frozen_dtype(name, precision)
-    options = {"attn_implementation": attention_for(dtype), "dtype": dtype, **variant.load_options()}
+    options = {"attn_implementation": attention_for(dtype), "dtype": dtype, **options}
 
     def load(**extra):
         return AutoModelForSequenceClassification.from_pretrained(
@@ -91,7 +88,6 @@ def load_base(name: str, variant: Variant, pad_token_id: int, precision: str = "
         if "sdpa" not in str(error).lower():
             raise
         model = load(**{k: v for k, v in options.items() if k != "attn_implementation"})
-    variant.after_load(model)
     model.config.pad_token_id = pad_token_id
     # Set now rather than by the first forward pass, which would make torch.compile compile the model twice.
     model.config.problem_type = "single_label_classification"
@@ -133,14 +129,3 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         return model.num_parameters(only_trainable=True), model.num_parameters()
     return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
-
-def build_model(name: str, variant: str, params: dict | None, pad_token_id: int, *, seed: int = 0, precision: str = "auto",
-                labels: Sequence[str] = LABELS, cache=None) -> nn.Module:
-    """The model a run of ``variant`` trains: a fresh copy of the base (from ``cache``, an
-    emotion_core.cache.ModelCache, when given) made into the variant with ``params`` (its own parameters, by name)."""
-    from emotion_core import variants
-    from emotion_core.cache import ModelCache
-
-    spec = variants.get(variant)
-    base = (cache or ModelCache()).fresh_base(name, spec, pad_token_id, seed=seed, precision=precision, labels=labels)
-    return spec.apply(base, spec.params(params))

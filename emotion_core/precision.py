@@ -7,10 +7,12 @@ slower than float32), on a CPU only for models wide enough for it to pay. The tr
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from emotion_core.training.config import PRECISIONS
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 # On a CPU, bf16 pays once matrix products dominate a step. LoRA, 2000 sentences, one epoch, float32 against bf16:
 # SmolLM2-135M (576 wide) 182.4 s against 92.8 s; a random GPT-2 256 wide 10.1 s against 7.7 s (first trial), 9.1 s
 # against 6.0 s (later ones); 64 wide 1.5 s against 1.4 s once warm, and its first trial lost 1 s to oneDNN building
@@ -19,6 +21,8 @@ CPU_BF16_MIN_HIDDEN_SIZE = 256
 
 
 def use_gpu() -> bool:
+    import torch
+
     return torch.cuda.is_available()
 
 
@@ -29,6 +33,8 @@ def check_precision(precision: str) -> None:
 
 def native_bf16() -> bool:
     """Whether this machine computes in bf16 natively: a GPU that has it, or a CPU with AMX or AVX512-BF16."""
+    import torch
+
     if use_gpu():
         return torch.cuda.is_bf16_supported()
     cpu = torch.cpu
@@ -50,6 +56,8 @@ def hidden_size(model: str) -> int:
 def frozen_dtype(model: str, precision: str = "auto") -> torch.dtype:
     """The dtype of frozen full-precision weights. ``auto``: bf16 where the machine computes in it natively, on a CPU
     only for models of CPU_BF16_MIN_HIDDEN_SIZE and wider; float32 elsewhere. ``bf16`` / ``fp32`` force one."""
+    import torch
+
     check_precision(precision)
     if precision == "fp32":
         return torch.float32
@@ -61,6 +69,8 @@ def frozen_dtype(model: str, precision: str = "auto") -> torch.dtype:
 def bf16_autocast(model: torch.nn.Module):
     """bf16 autocast on the model's device when its frozen weights are bf16 (its trained ones are float32), as in
     training; a no-op context otherwise."""
+    import torch
+
     device = next(model.parameters()).device
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=any(p.dtype == torch.bfloat16 for p in model.parameters()))
 
@@ -69,4 +79,6 @@ def attention_for(dtype: torch.dtype) -> str:
     # SDPA is the fused kernel on a GPU and the fastest float32 path on a CPU. On a CPU in bf16, SDPA's flash-attention
     # backward is the slow part: 17.5 ms a layer against 1.6 ms in float32 (SmolLM2-135M LoRA, 32 x 22 tokens), where
     # eager attention trains 1.6x faster than SDPA in bf16.
+    import torch
+
     return "eager" if dtype == torch.bfloat16 and not use_gpu() else "sdpa"

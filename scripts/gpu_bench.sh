@@ -47,9 +47,12 @@ prepare() {
 }
 
 run() {
-    # DRY_RUN=1 tries the whole script on a CPU with a few sentences (PYTHON picks the interpreter there).
+    # DRY_RUN=1 tries the whole script on a CPU with a few sentences (PYTHON picks the interpreter there; GPU_BENCH_TOKENIZER
+    # and GPU_BENCH_DATA another tokenizer and data folder, as tests/test_scripts.py does).
     export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-    local out=${OUT:-/tmp/gpu-bench-out} python3=${PYTHON:-python3} train=16000 eval=2000
+    export GPU_BENCH_TOKENIZER=${GPU_BENCH_TOKENIZER:-.gpu/gpt2-tokenizer}
+    local out=${OUT:-/tmp/gpu-bench-out} python3=${PYTHON:-python3} train=16000 eval=2000 data=${GPU_BENCH_DATA:-.gpu/emotion}
+    local work=${GPU_BENCH_WORK:-/tmp}
     if [ "${DRY_RUN:-0}" = 1 ]; then train=64 eval=32; fi
     mkdir -p "$out"
     python3() { command "$python3" "$@"; }
@@ -69,17 +72,18 @@ import os
 assert torch.cuda.is_available() or os.environ.get("DRY_RUN") == "1", "no GPU visible"
 EOF
     # GPT-2-124M's shape (12 layers, 768 wide, 50257 tokens), random weights, the real tokenizer.
-    python3 - <<'EOF'
-import os, torch
+    python3 - "$work/gpt2-124m" <<'EOF'
+import os, sys, torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 torch.manual_seed(0)
+tokenizer = AutoTokenizer.from_pretrained(os.environ["GPU_BENCH_TOKENIZER"])
 shape = dict(n_layer=2, n_embd=64, n_head=2) if os.environ.get("DRY_RUN") == "1" else {}
-GPT2LMHeadModel(GPT2Config(**shape)).save_pretrained("/tmp/gpt2-124m")
-AutoTokenizer.from_pretrained(".gpu/gpt2-tokenizer").save_pretrained("/tmp/gpt2-124m")
-print("built /tmp/gpt2-124m")
+GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), **shape)).save_pretrained(sys.argv[1])
+tokenizer.save_pretrained(sys.argv[1])
+print("built", sys.argv[1])
 EOF
-    local common=(--model /tmp/gpt2-124m --data .gpu/emotion --variant lora --max-train-samples "$train" --max-eval-samples "$eval"
-                  --epochs 1 --output-dir /tmp/bench-storage)
+    local common=(--model "$work/gpt2-124m" --data "$data" --variant lora --max-train-samples "$train" --max-eval-samples "$eval"
+                  --epochs 1 --output-dir "$work/bench-storage")
     # The batch-512 run first: it holds the numbers the issue asks for, should the time run out during the second.
     python3 -m study.bench "${common[@]}" --batch-size 512 --repeats 2 --compare-compile --parts throughput head \
         --json "$out/lora_b512.json" 2>&1 | tee "$out/lora_b512.log" || echo "the batch-512 bench failed: see lora_b512.log"

@@ -6,10 +6,12 @@
    memory allocated between trials does not grow.
 
     HF_HUB_OFFLINE=1 python scripts/gpu_reliability.py
+    HF_HUB_OFFLINE=1 python scripts/gpu_reliability.py --dry-run    # on a CPU: the same code path, 2 trials, no GPU checks
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import tempfile
@@ -21,33 +23,47 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from study import run  # noqa: E402
+from emotion_core.cache import ModelCache  # noqa: E402
 from study.cli import configure_logging  # noqa: E402
+from study.inputs import prepare_data  # noqa: E402
 from study.objective import Objective  # noqa: E402
+from study.progress import Progress  # noqa: E402
+from study.sampling import make_sampler  # noqa: E402
 from study.settings import StudySettings  # noqa: E402
 from study.storage import open_storage  # noqa: E402
-from study.workers import run_trials  # noqa: E402
+from study.trials import run_trials  # noqa: E402
 from tests.synthetic import build_tiny_gpt2, write_txt_folder  # noqa: E402
 
 MIB = 2**20
 
 
-def main() -> int:
-    if not torch.cuda.is_available():
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="run the study part on a CPU (2 small trials) and skip the GPU checks")
+    dry_run = parser.parse_args(argv).dry_run
+    if not torch.cuda.is_available() and not dry_run:
         print("no CUDA GPU")
         return 2
     folder = Path(tempfile.mkdtemp(prefix="gpu-reliability-"))
     # 4 layers, 256 wide: big enough that its weights cannot fit in the 1 MiB the first trial is allowed.
-    model = build_tiny_gpt2(folder / "model", n_layer=4, n_embd=256)
-    data = write_txt_folder(folder / "data", n_train=480, n_eval=96)
+    model = build_tiny_gpt2(folder / "model", n_layer=2 if dry_run else 4, n_embd=32 if dry_run else 256)
+    data = write_txt_folder(folder / "data", n_train=48 if dry_run else 480, n_eval=24 if dry_run else 96)
     settings = StudySettings(
-        trials=20, model=str(model), data=str(data), variant="lora", storage=f"sqlite:///{folder}/study.db", study_name="gpu",
-        epochs=2, batch_size=32, pruner="none", sampler="random", output_dir=str(folder / "out"),
+        trials=2 if dry_run else 20, model=str(model), data=str(data), variant="lora", storage=f"sqlite:///{folder}/study.db",
+        study_name="gpu", epochs=1 if dry_run else 2, batch_size=16 if dry_run else 32, pruner="none", sampler="random",
+        output_dir=str(folder / "out"),
     )
     configure_logging(False)
     storage = open_storage(settings.storage)
-    study = optuna.create_study(study_name="gpu", storage=storage, direction="maximize", sampler=run.make_sampler(settings))
-    tokenizer, tokenized = run.prepare_data(settings)
+    study = optuna.create_study(study_name="gpu", storage=storage, direction="maximize", sampler=make_sampler(settings))
+    tokenizer, tokenized = prepare_data(settings)
+    progress = Progress(study, settings.trials)
+    objective = Objective(settings, tokenized, tokenizer, progress, ModelCache())
+    if dry_run:
+        run_trials(study, storage, objective, settings, [progress])
+        finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+        print(f"dry run: {len(finished)} of {settings.trials} trials finished on the CPU")
+        return 0 if len(finished) == settings.trials else 1
 
     baseline = torch.cuda.memory_allocated()
     total = torch.cuda.get_device_properties(0).total_memory
@@ -58,7 +74,7 @@ def main() -> int:
         torch.cuda.set_per_process_memory_fraction(1.0)
         allocated_after.append(round((torch.cuda.memory_allocated() - baseline) / MIB, 2))
 
-    run_trials(study, storage, Objective(settings, tokenized, tokenizer), settings, [run.ProgressLine(settings.trials), after_trial])
+    run_trials(study, storage, objective, settings, [progress, after_trial])
 
     first = study.trials[0]
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))

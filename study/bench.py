@@ -30,7 +30,7 @@ from emotion_core.labels import ID2LABEL, LABEL2ID
 from emotion_core.memory import PeakMemory
 from emotion_core.precision import use_gpu
 from emotion_core.training import TrainConfig, train
-from emotion_core.training.config import PRECISIONS
+from emotion_core.precision import PRECISIONS
 from study.cli import check_positive, configure_logging, run_main
 from study.errors import UsageError
 from study.inputs import prepare_data
@@ -97,7 +97,7 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, default_data_collator
 
     from emotion_core.metrics import trainer_accuracy
-    from emotion_core.models import load_base, load_tokenizer
+    from emotion_core.models import load_tokenizer
 
     splits = load_splits(args.data, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed)
     with PeakMemory() as memory:
@@ -105,7 +105,7 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
         tokenizer = load_tokenizer(args.tokenizer or args.model)
         variant = variants.get(args.variant)
         if variant.quantized:  # 4-bit needs its quantization config; the rest is the notebook's plain load
-            model = load_base(args.model, variant, tokenizer.pad_token_id)
+            model = variant.load_base(args.model, tokenizer.pad_token_id)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
                 os.path.expanduser(args.model), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, dtype=torch.float32

@@ -10,6 +10,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from emotion_core.errors import InputError
 from study import errors
@@ -93,7 +94,15 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:
-        return errors.report(error, argv, verbose="--verbose" in (sys.argv[1:] if argv is None else argv))
+        return errors.report(error, f"python -m {command_name(main)}", argv, verbose="--verbose" in (sys.argv[1:] if argv is None else argv))
+
+
+def command_name(main: Callable) -> str:
+    """study.final for final's main, also when it runs as ``python -m study.final`` (module __main__)."""
+    if main.__module__ != "__main__":
+        return main.__module__
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return spec.name if spec is not None else Path(sys.argv[0]).stem
 
 
 def check_positive(name: str, value: float | None) -> None:

@@ -66,10 +66,11 @@ def logged_to(folder: Path, batch_size: int | None = None) -> Iterator[None]:
         raise
 
 
-def report(error: Exception, argv: list[str] | None, verbose: bool) -> int:
-    """An unexpected error of a command: one line naming it and its log (the traceback too with --verbose); exit 1."""
+def report(error: Exception, command: str, argv: list[str] | None, verbose: bool) -> int:
+    """An unexpected error of ``command`` (python -m study.final): one line naming it and its log (the traceback too
+    with --verbose); exit 1."""
     folder = getattr(error, "emotion_log_folder", DEFAULT_LOG_FOLDER)
-    command = " ".join([Path(sys.argv[0]).name, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    command = " ".join([command, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     try:
         where = f"traceback in {append_traceback(folder, command, error)}"
     except OSError as log_error:  # a full disk must not hide the error itself

@@ -29,13 +29,13 @@ def load_final_model(folder: Path):
     """(model, tokenizer) as study.final trained them: the base model (as its variant stores it) plus the saved weights."""
     import torch
 
-    from emotion_core.models import load_base, load_tokenizer
+    from emotion_core.models import load_tokenizer
     from emotion_core.training import TrainConfig
 
     report = json.loads((folder / "report.json").read_text())
     config = TrainConfig.from_dict(report["train_config"])
     tokenizer = load_tokenizer(report.get("tokenizer") or config.model)
-    base = load_base(config.model, config.spec, tokenizer.pad_token_id, config.precision, report["labels"])
+    base = config.spec.load_base(config.model, tokenizer.pad_token_id, config.precision, report["labels"])
     model = config.spec.load_trained(base, folder / "model")
     if torch.cuda.is_available() and not config.spec.quantized:  # a 4-bit model is placed when it is loaded
         model = model.to("cuda")

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from emotion_core import variants
-from emotion_core.training.config import PRECISIONS, TrainConfig
+from emotion_core.precision import PRECISIONS
+from emotion_core.training.config import TrainConfig
 from study.errors import UsageError
 from study.urls import is_sqlite
 
@@ -28,7 +29,7 @@ def _help(text: str, **extra) -> dict:
 
 def _variant_help() -> str:
     listed = "; ".join(f"{name}: {variant.summary}" for name, variant in variants.REGISTRY.items())
-    return (f"what trains ({listed}); several, comma-separated (lora,dora), make the variant a parameter of the search; "
+    return (f"what trains ({listed}); several, comma-separated (lora,qlora), make the variant a parameter of the search; "
             f"all = {','.join(variants.DEFAULT_SEARCH)}")
 
 

@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from emotion_core import variants
-from emotion_core.cache import ModelCache
+from emotion_core.cache import ModelCache, build_model
 from emotion_core.data import load_splits, tokenize_splits
 from emotion_core.features import feature_splits
 from emotion_core.inference import evaluate_logits
-from emotion_core.models import build_model, head_module, load_base
+from emotion_core.models import head_module
 from emotion_core.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_base_is_read_once_and_each_copy_is_fresh(tiny_model, tokenizer):
     with torch.no_grad():
         a.transformer.h[0].attn.c_attn.weight.add_(1.0)  # what training one copy does stays in it
     assert not torch.equal(a.transformer.h[0].attn.c_attn.weight, b.transformer.h[0].attn.c_attn.weight)
-    disk = load_base(tiny_model, lora, tokenizer.pad_token_id)
+    disk = lora.load_base(tiny_model, tokenizer.pad_token_id)
     assert torch.equal(b.transformer.h[0].attn.c_attn.weight, disk.transformer.h[0].attn.c_attn.weight)
     assert b.config.pad_token_id == tokenizer.pad_token_id
 

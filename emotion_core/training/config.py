@@ -8,9 +8,6 @@ from typing import Any
 
 from emotion_core import variants
 
-# auto: bf16 where the machine computes in it natively (emotion_core.precision); bf16 or fp32 force one.
-PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
-
 
 @dataclass
 class TrainConfig:

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from emotion_core.cache import ModelCache
+from emotion_core.cache import ModelCache, build_model
 from emotion_core.data import TokenizedSplits, padding_collator
 from emotion_core.features import feature_splits
 from emotion_core.memory import MIB, PeakMemory
 from emotion_core.metrics import classification_metrics, predictions_from_logits, trainer_accuracy
-from emotion_core.models import build_model, count_parameters
+from emotion_core.models import count_parameters
 from emotion_core.precision import use_gpu
 from emotion_core.training import checkpoint
 from emotion_core.training.callbacks import OnEval, Stopper, Tracker, evaluation_steps

@@ -138,6 +138,15 @@ class Variant:
     def after_load(self, model: nn.Module) -> None:
         """Adjust a base just read from disk."""
 
+    def load_base(self, model: str, pad_token_id: int, precision: str = "auto", labels: Sequence[str] | None = None) -> nn.Module:
+        """The pretrained model with a fresh head, its weights stored as this variant keeps them."""
+        from emotion_core.labels import LABELS
+        from emotion_core.models import load_base
+
+        base = load_base(model, pad_token_id, labels or LABELS, self.frozen_dtype(model, precision), **self.load_options())
+        self.after_load(base)
+        return base
+
     # -- training and its results
 
     def apply(self, base: nn.Module, params: VariantParams) -> nn.Module:

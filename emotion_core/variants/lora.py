@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from emotion_core.variants.base import Choice, Uniform, Variant, VariantParams, trainables_to_float32
 
@@ -35,8 +35,7 @@ class LoRA(Variant):
         "lora_dropout": Uniform(0.0, 0.3),
         "lora_targets": Choice((ATTENTION, ALL_LINEAR)),
     }
-    use_dora: ClassVar[bool] = False
-    # LoRA's usual range is 1e-4..1e-3, and a budget run of a few hundred steps wants its top. QLoRA and DoRA take
+    # LoRA's usual range is 1e-4..1e-3, and a budget run of a few hundred steps wants its top. Its subclasses take
     # the same, so that quantization or the decomposition is the only difference.
     default_learning_rate = 1e-3
 
@@ -52,7 +51,7 @@ class LoRA(Variant):
             lora_alpha=params.lora_alpha_ratio * params.lora_r,
             lora_dropout=params.lora_dropout,
             target_modules=None if targets == ATTENTION else targets,
-            use_dora=self.use_dora,
+            **self.config_options(),
             # fan_in_fan_out stays False: peft sets it for GPT-2's Conv1D layers itself (once quantized they are Linear4bit).
         )
         try:
@@ -65,6 +64,10 @@ class LoRA(Variant):
                 "pass them with --target-modules (for example q_proj v_proj)"
             ) from error
         return trainables_to_float32(model)
+
+    def config_options(self) -> dict[str, Any]:
+        """More LoraConfig options, for a variant that is LoRA plus one of peft's options."""
+        return {}
 
     def save(self, model: nn.Module, folder: Path) -> Path:
         # The embeddings never train here: without save_embedding_layers=False peft asks the hub whether they changed.
