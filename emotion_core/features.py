@@ -1,7 +1,8 @@
-"""The head variant's fast path: the frozen base's pooled features, computed once per process, and a head trained on them.
+"""The head variant's fast path: the frozen base's pooled features, computed once and kept in a ModelCache, and a head
+trained on them.
 
 A head trial over a frozen base spends nearly all its time in the base's forward pass, which gives the same output every
-epoch and every trial (the base runs in eval mode: see ``variants``). So the base runs once per process over each split,
+epoch and every trial (the base runs in eval mode: see ``variants.head``). So the base runs once per cache over each split,
 the model's own pooling (last real token) picks one feature vector per sentence, and each trial trains a
 :class:`FeatureHead` on those vectors: dropout, then a Linear of the model's head shape. The head's weights keep the
 model's names (``score.weight``), so that they load into the full model (``final``, ``predict``).

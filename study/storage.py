@@ -1,4 +1,4 @@
-"""Opening Optuna storage with a heartbeat, recovering trials whose process died, and masking passwords in URLs.
+"""Opening Optuna storage with a heartbeat, and recovering trials whose process died.
 
 ``--storage`` is an SQLAlchemy URL (``sqlite:///…``, ``postgresql://…``, ``mysql+pymysql://…``) or a journal file
 (a path ending in ``.journal`` or ``.log``: Optuna's JournalStorage, which takes several writers on one machine).

@@ -41,6 +41,7 @@ class Prepared:
     total_params: int
     weights_mib: float  # the model's weights and buffers (get_memory_footprint); the frozen base's for features
     seconds: float
+    on_features: bool = False
 
 
 def prepare(config: TrainConfig, data: TokenizedSplits, tokenizer, cache: ModelCache, with_test: bool) -> Prepared:
@@ -57,7 +58,7 @@ def prepare(config: TrainConfig, data: TokenizedSplits, tokenizer, cache: ModelC
         # The same head, init and batches as the head on the full model, on vectors instead of sentences.
         model = features.head.build(params.head_dropout, config.seed)
         return Prepared(model, features, default_data_collator, count_parameters(model)[0], features.head.total_params,
-                        features.head.weights_mib, time.perf_counter() - started)
+                        features.head.weights_mib, time.perf_counter() - started, on_features=True)
     model = build_model(config.model, config.variant, config.variant_params, tokenizer.pad_token_id, seed=config.seed,
                         precision=config.precision, labels=data.labels, cache=cache)
     trainable, total = count_parameters(model)
@@ -114,6 +115,53 @@ def _allow_recompiles() -> None:
             break
 
 
+@dataclass
+class Callbacks:
+    """A run's callbacks, and where it resumes from (a checkpoint folder, or None)."""
+
+    tracker: Tracker
+    stopper: Stopper
+    all: list
+    resume: str | None
+    resumed_from_step: int
+
+
+def _callbacks(config: TrainConfig, prepared: Prepared, on_eval: OnEval | None, checkpoint_dir) -> Callbacks:
+    eval_at = evaluation_steps(len(prepared.splits.train), config)
+    resume, record = checkpoint.restore(checkpoint_dir) if checkpoint_dir is not None else (None, None)
+    tracker = Tracker(prepared.model, eval_at, record)
+    stopper = Stopper(tracker.record, on_eval)
+    extra = [checkpoint.CheckpointCallback(eval_at, tracker.record)] if checkpoint_dir is not None else []
+    return Callbacks(tracker, stopper, [tracker, stopper, *extra], str(resume) if resume else None, checkpoint.step_of(resume) if resume else 0)
+
+
+def _trainer(config: TrainConfig, prepared: Prepared, callbacks: Callbacks, output_dir: str):
+    from transformers import PrinterCallback
+
+    compile_model = config.compile and not prepared.on_features
+    if compile_model:
+        _allow_recompiles()
+    trainer = trainer_class()(
+        model=prepared.model,
+        # The head on cached features autocasts too: its Linear then computes as it does on top of the model.
+        args=_training_arguments(config, output_dir, config.spec.autocast_bf16(config.model, config.precision), compile_model),
+        train_dataset=prepared.splits.train,
+        eval_dataset=prepared.splits.validation,
+        data_collator=_without_length(prepared.collate),
+        compute_metrics=trainer_accuracy,
+        callbacks=callbacks.all,
+    )
+    if not config.verbose:
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict once the bar is off
+    return trainer
+
+
+def _test_metrics(trainer, prepared: Prepared, labels) -> tuple[dict, list[int]]:
+    prediction = trainer.predict(prepared.splits.test)
+    predicted = predictions_from_logits(prediction.predictions)
+    return classification_metrics(prediction.label_ids, predicted, labels), [int(p) for p in predicted]
+
+
 def train(
     config: TrainConfig,
     data: TokenizedSplits,
@@ -133,73 +181,46 @@ def train(
     checkpoint is kept there at each evaluation, and a run that finds one continues from it. Model and GPU memory are
     freed before returning or raising.
     """
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
 
     set_seed(config.seed)
-    prepared = trainer = tracker = stopper = callbacks = None
+    prepared = callbacks = trainer = None
     try:
         prepared = prepare(config, data, tokenizer, cache or ModelCache(), with_test=evaluate_test)
-        compile_model = config.compile and prepared.splits is data
-        if compile_model:
-            _allow_recompiles()
-        eval_at = evaluation_steps(len(prepared.splits.train), config)
-        resume, record = checkpoint.restore(checkpoint_dir) if checkpoint_dir is not None else (None, None)
-        tracker = Tracker(prepared.model, eval_at, record)
-        stopper = Stopper(tracker.record, on_eval)
-        callbacks = [tracker, stopper]
-        if checkpoint_dir is not None:
-            callbacks.append(checkpoint.CheckpointCallback(eval_at, tracker.record))
-        resumed_from_step = checkpoint.step_of(resume) if resume else 0
+        callbacks = _callbacks(config, prepared, on_eval, checkpoint_dir)
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
-            trainer = trainer_class()(
-                model=prepared.model,
-                # The head on cached features autocasts too: its Linear then computes as it does on top of the model.
-                args=_training_arguments(config, str(checkpoint_dir or scratch), config.spec.autocast_bf16(config.model, config.precision),
-                                         compile_model),
-                train_dataset=prepared.splits.train,
-                eval_dataset=prepared.splits.validation,
-                data_collator=_without_length(prepared.collate),
-                compute_metrics=trainer_accuracy,
-                callbacks=callbacks,
-            )
-            if not config.verbose:
-                trainer.remove_callback(PrinterCallback)  # it prints every log dict once the bar is off
+            trainer = _trainer(config, prepared, callbacks, str(checkpoint_dir or scratch))
             with PeakMemory() as memory:
                 started = time.perf_counter()
-                trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+                trainer.train(resume_from_checkpoint=callbacks.resume)
                 train_seconds = time.perf_counter() - started
-            tracker.restore_best()
-            test, test_predictions = None, None
-            if evaluate_test and not stopper.diverged:
-                prediction = trainer.predict(prepared.splits.test)
-                predicted = predictions_from_logits(prediction.predictions)
-                test = classification_metrics(prediction.label_ids, predicted, data.labels)
-                test_predictions = [int(p) for p in predicted]
+            callbacks.tracker.restore_best()
+            test, test_predictions = _test_metrics(trainer, prepared, data.labels) if evaluate_test and not callbacks.stopper.diverged else (None, None)
             saved_to = str(config.spec.save(prepared.model, save_to)) if save_to is not None else None
-        steps = trainer.state.global_step
+        trained_steps = trainer.state.global_step - callbacks.resumed_from_step
         return Result(
-            val_accuracy=max(tracker.record.best_accuracy, 0.0),
-            evaluations=tracker.record.evaluations,
+            val_accuracy=max(callbacks.tracker.record.best_accuracy, 0.0),
+            evaluations=callbacks.tracker.record.evaluations,
             trainable_params=prepared.trainable_params,
             total_params=prepared.total_params,
             peak_memory_mib=memory.peak_mib,
             peak_rss_mib=memory.peak_rss_mib,
             train_seconds=train_seconds,
-            train_samples_per_second=(steps - resumed_from_step) * config.batch_size / max(train_seconds, 1e-9) if steps > resumed_from_step else 0.0,
-            optimizer_steps=steps,
+            train_samples_per_second=trained_steps * config.batch_size / max(train_seconds, 1e-9) if trained_steps > 0 else 0.0,
+            optimizer_steps=trainer.state.global_step,
             n_train=len(data.train),
             n_validation=len(data.validation),
             setup_seconds=prepared.seconds,
-            stopped_early=stopper.stopped_early,
-            diverged=stopper.diverged,
+            stopped_early=callbacks.stopper.stopped_early,
+            diverged=callbacks.stopper.diverged,
             test=test,
             test_predictions=test_predictions,
             saved_to=saved_to,
             weights_mib=prepared.weights_mib,
-            resumed_from_step=resumed_from_step,
+            resumed_from_step=callbacks.resumed_from_step,
         )
     finally:
-        del prepared, trainer, tracker, stopper, callbacks
+        del prepared, callbacks, trainer
         release_memory()
 
 
