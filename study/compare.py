@@ -1,37 +1,45 @@
-"""python -m study.compare: the seed's experiment as one command.
+"""python -m study.compare: the write-up's table, with default or tuned parameters, and how far to trust it.
 
-Trains head, LoRA and QLoRA (and, when asked, the full fine-tune) with fixed default hyperparameters on the same
-model, data and budget, evaluates each once on the whole test split, and writes compare.md, compare.json and
-compare.png (test accuracy and memory per variant) into --out.
+Trains each variant on the same model, data and budget, with N seeds each, and tests each run once on the whole test
+split. Its parameters are the variant's defaults (emotion_core.variants: fixed before any result was seen), or with
+``--from-study`` the best trial of each variant that the named studies hold (one study that searched several variants,
+or one study per variant), on those studies' budget. Writes compare.md, compare.json and compare.png into --out: test
+accuracy and macro F1 with their spread over seeds and a 95% bootstrap interval, McNemar's test for each pair of
+variants on the same test sentences, and memory, trainable parameters and train time.
 
 Each variant trains in a fresh process, so that one variant's memory does not show up in the next one's peak and
 every variant starts from the same state. Memory is two numbers, because one hides the story:
 - weights: the model's weights and buffers as loaded (``get_memory_footprint``); 4-bit for QLoRA;
-- training peak: on a GPU ``torch.cuda.max_memory_allocated`` during training (weights included); on the CPU the
-  growth of the process's resident memory during training (activations, gradients, optimizer state, dequantization
-  buffers; the weights were loaded before). The process's absolute peak RSS is in compare.json too.
+- training peak: emotion_core.memory's figure (on a GPU ``torch.cuda.max_memory_allocated`` during training). The
+  process's absolute peak RSS is in compare.json too.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import os
 import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import optuna
+
 from emotion_core import variants
-from emotion_core.training import TrainConfig
+from emotion_core.stats import mcnemar
 from study.cli import add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
-from study.errors import logged_to
+from study.errors import UsageError, logged_to
 from study.plots import bar_chart, mib
 from study.progress import params_text
+from study.retraining import interval_text
 from study.settings import StudySettings
+from study.studies import load_stored_study, stored_settings
 from study.workers import process_context
 
 BUDGET = ("model", "tokenizer", "data", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "seed", "target_modules")
+# McNemar's p below this: the two variants' test accuracies differ beyond what the test set's luck explains.
+SIGNIFICANCE = 0.05
 
 
 def device_name() -> str:
@@ -42,90 +50,142 @@ def device_name() -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def run_variant(settings: StudySettings, variant: str) -> dict:
-    """Train one variant with its default parameters and evaluate it on the test split (runs in a fresh process)."""
-    from emotion_core.training import train
+def run_variant(settings: StudySettings, variant: str, params: dict, seeds: int) -> dict:
+    """Train one variant with ``params`` and ``seeds`` seeds, each tested once (runs in a fresh process)."""
     from study.inputs import prepare_data
+    from study.retraining import retrain
 
     configure_logging(settings.verbose)
     tokenizer, data = prepare_data(settings)
-    params = variants.get(variant).default_params()
-    config = settings.train_config({"variant": variant, **params})
-    result = train(config, data, tokenizer, evaluate_test=True)
-    if result.test is None:
-        raise RuntimeError(f"{variant} diverged: {result.diverged}")
+    retrained = retrain(settings.train_config({**params, "variant": variant}), data, tokenizer, seeds, label=variant)
+    first = retrained.results[0]
+    mean = lambda key: sum(getattr(r, key) for r in retrained.results) / seeds  # noqa: E731
     return {
         "variant": variant,
-        "params": params,
-        **result.summary(),
-        "test_accuracy": result.test["accuracy"],
-        "test_macro_f1": result.test["macro_f1"],
-        "test_f1_per_class": {label: round(row["f1"], 4) for label, row in result.test["per_class"].items()},
-        "n_test": result.test["n"],
+        "params": {k: v for k, v in params.items() if k != "variant"},
+        **first.summary(),
+        **retrained.interval,
+        "seeds": retrained.seeds,
+        "train_seconds": round(mean("train_seconds"), 3),
+        "test_f1_per_class": {label: round(row["f1"], 4) for label, row in first.test["per_class"].items()},
+        "n_test": first.test["n"],
         "device": device_name(),
+        "test_labels": retrained.labels,
+        "test_predictions": [r.test_predictions for r in retrained.results],
     }
+
+
+def tuned_params(storage: str, names: list[str]) -> tuple[StudySettings, dict[str, tuple[dict, str]]]:
+    """The budget the studies share, and the best completed trial of each variant they hold: variant -> (params, source)."""
+    studies = [load_stored_study(storage, name) for name in names]
+    budgets = {json.dumps({k: getattr(stored_settings(s), k) for k in BUDGET}, sort_keys=True) for s in studies}
+    if len(budgets) > 1:
+        raise UsageError(f"studies {', '.join(names)} were run on different budgets (model, data, epochs, batch, samples); "
+                         "compare studies of one budget")
+    best: dict[str, tuple[optuna.trial.FrozenTrial, str]] = {}
+    for study in studies:
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            variant = trial.params.get("variant", trial.user_attrs.get("variant"))
+            if variant not in best or trial.values[0] > best[variant][0].values[0]:
+                best[variant] = (trial, f"study {study.study_name} trial {trial.number}")
+    if not best:
+        raise UsageError(f"studies {', '.join(names)} hold no completed trial yet; run python -m study.run first")
+    order = [v for v in variants.names() if v in best]
+    return stored_settings(studies[0]), {v: ({**best[v][0].params, "variant": v}, best[v][1]) for v in order}
+
+
+def pairwise_tests(rows: list[dict]) -> list[dict]:
+    done = [r for r in rows if "error" not in r]
+    tests = []
+    for a, b in itertools.combinations(done, 2):
+        test = mcnemar(a["test_labels"], a["test_predictions"], b["test_predictions"])
+        tests.append({"first": a["variant"], "second": b["variant"], **test, "significant": test["p_value"] < SIGNIFICANCE})
+    return tests
 
 
 def markdown(summary: dict) -> str:
     budget = summary["budget"]
+    seeds = summary["seeds"]
     lines = [
-        "# Head vs LoRA vs QLoRA",
+        "# " + " vs ".join(r["variant"] for r in summary["rows"]) + (" (tuned)" if summary["from_study"] else " (default parameters)"),
         "",
         f"Model `{budget['model']}`, data `{budget['data']}`: {summary['n_train']} training sentences, {budget['epochs']:g} epoch(s), "
         f"batch {budget['batch_size']}, selected on {summary['n_validation']} validation sentences, tested once on all "
-        f"{summary['n_test']} test sentences. Device: {summary['device']}.",
+        f"{summary['n_test']} test sentences; {seeds} seed(s) per variant. Device: {summary['device']}.",
         "",
         f"Command: `{summary['command']}`",
         "",
-        "| variant | parameters | test accuracy | macro F1 | weights MiB | training peak MiB |"
-        + ("" if summary["gpu"] else " process peak RSS MiB |") + " trainable params | train s |",
-        "|---" * (8 if summary["gpu"] else 9) + "|",
+        "| variant | parameters | from | test accuracy (mean ± std over seeds, 95% interval) | macro F1 | weights MiB | "
+        "training peak MiB | trainable params | train s |",
+        "|---" * 9 + "|",
     ]
     for row in summary["rows"]:
         if "error" in row:
-            lines.append(f"| {row['variant']} | failed: {row['error']} |||||||| ")
+            lines.append(f"| {row['variant']} | {params_text(row['params'])} | {row['source']} | failed: {row['error']} ||||||")
             continue
+        peak = mib(row["peak_memory_mib"]) if row["peak_memory_mib"] is not None else "-"
         lines.append(
-            f"| {row['variant']} | {params_text(row['params'])} | {row['test_accuracy']:.4f} | "
-            f"{row['test_macro_f1']:.4f} | {mib(row['weights_mib'])} | {mib(row['peak_memory_mib'])} | "
-            + ("" if summary["gpu"] else f"{mib(row['peak_rss_mib'])} | ")
-            + f"{row['trainable_params']:,} | {row['train_seconds']:.1f} |"
+            f"| {row['variant']} | {params_text(row['params'])} | {row['source']} | {interval_text(row)} | "
+            f"{interval_text(row, 'test_macro_f1')} | {mib(row['weights_mib'])} | {peak} | {row['trainable_params']:,} | "
+            f"{row['train_seconds']:.1f} |"
         )
-    lines += [
-        "",
-        "Weights: `get_memory_footprint()` of the loaded model. Training peak: "
-        + ("`torch.cuda.max_memory_allocated` during training, weights included."
-           if summary["gpu"] else
-           "growth of the process's resident memory during training (each variant in a fresh process), weights not included; "
-           "process peak RSS: the whole process's peak, weights, libraries and what loading left behind included."),
-        f"Train time includes the validation passes during training ({TrainConfig.evals_per_epoch} per epoch).",
-    ]
+    if summary["pairs"]:
+        lines += ["", "McNemar's exact test on the same test sentences (a sentence counts as right for a variant when most of "
+                  "its seeds got it right):", "", "| pair | only the first right | only the second right | p | differ at 5%? |",
+                  "|---|---|---|---|---|"]
+        for pair in summary["pairs"]:
+            lines.append(f"| {pair['first']} vs {pair['second']} | {pair['only_first_right']} | {pair['only_second_right']} | "
+                         f"{pair['p_value']:.3g} | {'yes' if pair['significant'] else 'no'} |")
+    lines += ["", "Weights: `get_memory_footprint()` of the loaded model. Training peak: see emotion_core/memory.py. Train s: the mean "
+              "over seeds, validation passes included."]
     return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m study.compare",
-        description="Train head, LoRA and QLoRA with fixed default hyperparameters on the same model, data and budget; "
-        "report test accuracy, macro F1, memory (weights and training peak), train time and trainable parameters. "
-        "Writes compare.md, compare.json and compare.png.",
-        epilog="Defaults per variant: " + "; ".join(f"{name}: {params_text(v.default_params())}" for name, v in variants.REGISTRY.items()),
+        description="Train several variants on the same model, data and budget, with default parameters or the best of a "
+        "study, N seeds each; report test accuracy and macro F1 with their intervals, McNemar's test for each pair, memory "
+        "(weights and training peak), train time and trainable parameters. Writes compare.md, compare.json and compare.png.",
+        epilog="Default parameters: " + "; ".join(f"{name}: {params_text(v.default_params())}" for name, v in variants.REGISTRY.items()),
     )
-    add_settings_arguments(parser, [*BUDGET, "precision", "output_dir", "verbose"])
-    parser.add_argument("--variants", nargs="+", choices=variants.names(), default=list(variants.DEFAULT_SEARCH),
-                        help=f"what to compare, in order (default: {' '.join(variants.DEFAULT_SEARCH)})")
-    parser.add_argument("--out", help="folder for compare.md/json/png (default: <output-dir>/compare/<model>)")
+    add_settings_arguments(parser, [*BUDGET, "storage", "precision", "output_dir", "verbose"])
+    parser.add_argument("--variants", nargs="+", choices=variants.names(), default=None,
+                        help=f"what to compare, in order (default: {' '.join(variants.DEFAULT_SEARCH)}, or every variant the studies hold)")
+    parser.add_argument("--from-study", nargs="+", metavar="NAME", help="take each variant's best trial from these studies in "
+                        "--storage (one that searched several variants, or one per variant), and their budget")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per variant (default: %(default)s)")
+    parser.add_argument("--out", help="folder for compare.md/json/png (default: <output-dir>/compare/<model or first study>)")
     return parser
+
+
+def plan(args: argparse.Namespace) -> tuple[StudySettings, dict[str, tuple[dict, str]], Path]:
+    """The budget, each variant's (params, where they come from) and the output folder."""
+    settings = settings_from_args(args)
+    if args.from_study:
+        studied, chosen = tuned_params(args.storage, args.from_study)
+        settings = StudySettings(**{**vars(settings), **{k: getattr(studied, k) for k in BUDGET}})
+        missing = [v for v in args.variants or [] if v not in chosen]
+        if missing:
+            raise UsageError(f"studies {', '.join(args.from_study)} hold no completed {', '.join(missing)} trial; they hold {', '.join(chosen)}")
+        chosen = {v: chosen[v] for v in args.variants or chosen}
+        name = args.from_study[0]
+    else:
+        chosen = {v: (variants.get(v).default_params(), "defaults") for v in args.variants or variants.DEFAULT_SEARCH}
+        name = Path(settings.model.rstrip("/")).name or "model"
+    return settings, chosen, Path(args.out) if args.out else Path(settings.output_dir) / "compare" / name
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = settings_from_args(args)
-    for name in ("epochs", "batch_size", "max_train_samples", "max_eval_samples"):
-        check_positive(name, getattr(settings, name))
+    check_positive("seeds", args.seeds)
+    settings, chosen, out = plan(args)
     configure_logging(settings.verbose)
-    out = Path(args.out) if args.out else Path(settings.output_dir) / "compare" / (Path(settings.model.rstrip("/")).name or "model")
+    with logged_to(out, settings.batch_size):
+        return compare(settings, chosen, out, args, argv)
 
+
+def compare(settings: StudySettings, chosen: dict[str, tuple[dict, str]], out: Path, args: argparse.Namespace, argv) -> int:
     import torch
 
     from study.inputs import prepare_data
@@ -134,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "command": "python -m study.compare " + shlex.join(sys.argv[1:] if argv is None else argv),
         "budget": {k: getattr(settings, k) for k in BUDGET},
+        "from_study": args.from_study,
+        "seeds": args.seeds,
         "n_train": len(data.train),
         "n_validation": len(data.validation),
         "n_test": len(data.test),
@@ -144,22 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     del data
     # A fresh process per variant, so that its peak memory is its own and it starts from a clean state.
     context = process_context(torch.cuda.is_available(), ["transformers", "peft", "emotion_core.training.loop", "study.inputs"])
-    for variant in args.variants:
-        print(f"{variant}: training with {params_text(variants.get(variant).default_params())} ...", flush=True)
+    for variant, (params, source) in chosen.items():
+        print(f"{variant}: training with {params_text({k: v for k, v in params.items() if k != 'variant'})} ({source}), "
+              f"{args.seeds} seed(s) ...", flush=True)
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             try:
-                row = pool.submit(run_variant, settings, variant).result()
+                row = pool.submit(run_variant, settings, variant, params, args.seeds).result()
             except Exception as error:  # one broken variant should not hide the others' results
-                row = {"variant": variant, "params": variants.get(variant).default_params(), "error": f"{type(error).__name__}: {str(error)[:200]}"}
+                row = {"variant": variant, "params": params, "error": f"{type(error).__name__}: {str(error)[:200]}"}
+        row["source"] = source
         summary["rows"].append(row)
-        if "error" in row:
-            print(f"{variant}: failed: {row['error']}", flush=True)
-        else:
-            print(
-                f"{variant}: test_acc={row['test_accuracy']:.4f} macro_f1={row['test_macro_f1']:.4f} weights={mib(row['weights_mib'])} MiB "
-                f"peak={mib(row['peak_memory_mib'])} MiB trainable={row['trainable_params']:,} train={row['train_seconds']:.0f}s",
-                flush=True,
-            )
+        print(f"{variant}: failed: {row['error']}" if "error" in row else f"{variant}: test accuracy {interval_text(row)}", flush=True)
+    summary["pairs"] = pairwise_tests(summary["rows"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "compare.md").write_text(markdown(summary))
@@ -172,5 +230,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.exit(run_main(main))

@@ -1,7 +1,9 @@
-"""python -m study.final: retrain the best trial's parameters and report test accuracy, once, on the whole test split.
+"""python -m study.final: retrain the best trial's parameters and report its test accuracy on the whole test split.
 
 Which trial: ``--trial N`` when given; else the best trial; for an ``accuracy,memory`` study the Pareto-front trial
 with the highest validation accuracy (the front's other trials trade accuracy for memory; pick one with --trial).
+``--seeds N`` retrains it with N seeds and reports the mean, its standard deviation and a 95% bootstrap interval over
+test sentences and seeds (one seed by default: the interval is then the test sentences' alone).
 
 Writes <output-dir>/<study>/final/report.json, report.md, confusion_matrix.png and the trained head or adapter as
 safetensors. For optuna-dashboard it saves the report as the study's note, uploads the confusion matrix, the report
@@ -19,12 +21,13 @@ from pathlib import Path
 
 import optuna
 
-from emotion_core.training import Result, TrainConfig, train
-from study.cli import add_settings_arguments, configure_logging, run_main
+from emotion_core.data import TokenizedSplits
+from study.cli import add_settings_arguments, check_positive, configure_logging, run_main
 from study.errors import logged_to
 from study.inputs import prepare_data
 from study.plots import save_confusion_matrix
 from study.progress import params_text
+from study.retraining import Retrained, interval_text, retrain
 from study.settings import StudySettings
 from study.studies import load_stored_study, pick_trial, stored_settings
 from study.urls import mask_url
@@ -38,31 +41,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(parser, ["storage", "study_name", "output_dir", "verbose"])
     parser.add_argument("--trial", type=int, help="retrain this completed trial instead of the best (or the front's most accurate)")
+    parser.add_argument("--seeds", type=int, default=1, help="retrain with this many seeds (the study's seed and the next ones) and "
+                        "report the mean test accuracy, its standard deviation and a 95%% bootstrap interval over test sentences "
+                        "and seeds; the first seed's model is the one saved (default: %(default)s)")
     return parser
 
 
-def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, config: TrainConfig, result: Result, labels) -> dict:
-    test = result.test or {}
+def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, retrained: Retrained, data: TokenizedSplits) -> dict:
+    first = retrained.results[0]  # the saved model: its per-class numbers and confusion matrix
     return {
-        **result.summary(),
+        **first.summary(),
+        **retrained.interval,
+        "seeds": retrained.seeds,
         "study_name": settings.resolved_study_name(),
         "storage": mask_url(settings.storage),
         "model": settings.model,
         "data": settings.data,
-        "variant": config.variant,
+        "variant": retrained.config.variant,
         "tokenizer": settings.tokenizer_name,
         "objective": settings.objective,
         "best_trial": trial.number,
         "best_params": trial.params,
         "best_trial_val_accuracy": trial.values[0],
-        "test_accuracy": test.get("accuracy"),
-        "test_macro_f1": test.get("macro_f1"),
-        "n_test": test.get("n"),
-        "per_class": test.get("per_class"),
-        "confusion_matrix": test.get("confusion_matrix"),
-        "labels": list(labels),
-        "train_config": config.to_dict(),
-        "weights": result.saved_to,
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "n_test": first.test["n"],
+        "per_class": first.test["per_class"],
+        "confusion_matrix": first.test["confusion_matrix"],
+        "labels": list(data.labels),
+        "train_config": retrained.config.to_dict(),
+        "weights": first.saved_to,
     }
 
 
@@ -71,18 +79,26 @@ def report_markdown(report: dict) -> str:
         f"# Final report: {report['study_name']}",
         "",
         f"Model `{report['model']}`, variant **{report['variant']}**, data `{report['data']}`.",
-        f"Best trial {report['best_trial']} with params `{json.dumps(report['best_params'])}`.",
+        f"Trial {report['best_trial']} with params `{json.dumps(report['best_params'])}`, retrained on {report['n_train']} training "
+        f"sentences for {report['epochs']:g} epoch(s) at batch {report['batch_size']}, selected on {report['n_validation']} "
+        f"validation sentences, tested once on all {report['n_test']} test sentences.",
         "",
         "| metric | value |",
         "|---|---|",
-        f"| test accuracy | {report['test_accuracy']:.4f} |",
-        f"| test macro F1 | {report['test_macro_f1']:.4f} |",
+        f"| test accuracy | {interval_text(report)} |",
+        f"| test macro F1 | {interval_text(report, 'test_macro_f1')} |",
+        f"| seeds | {', '.join(map(str, report['seeds']))} (test accuracy {', '.join(f'{a:.4f}' for a in report['test_accuracy_per_seed'])}) |",
         f"| test sentences | {report['n_test']} |",
-        f"| val accuracy (retrained) | {report['val_accuracy']:.4f} |",
+        f"| val accuracy (retrained, seed {report['seeds'][0]}) | {report['val_accuracy']:.4f} |",
         f"| trainable parameters | {report['trainable_params']:,} |",
         f"| weights (MiB, get_memory_footprint) | {report['weights_mib']} |",
         f"| training peak memory (MiB) | {report['peak_memory_mib']} |",
         f"| train seconds | {report['train_seconds']} |",
+        "",
+        "",
+        interval_note(report),
+        "",
+        f"Per label and confusion matrix: the model of seed {report['seeds'][0]}, the one saved.",
         "",
         "| label | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
@@ -94,6 +110,16 @@ def report_markdown(report: dict) -> str:
     for label, row in zip(report["labels"], report["confusion_matrix"]):
         lines.append(f"| {label} | " + " | ".join(map(str, row)) + " |")
     return "\n".join(lines) + "\n"
+
+
+def interval_note(report: dict) -> str:
+    low, high = report["test_accuracy_ci95"]
+    width = f"{(high - low) * 100 / 2:.1f}"
+    if len(report["seeds"]) == 1:
+        return (f"The 95% interval is a bootstrap over the {report['n_test']} test sentences of one seed's model: ±{width} points. "
+                "A seed's own luck is not in it; --seeds 3 adds it.")
+    return (f"Mean of {len(report['seeds'])} seeds; the 95% interval (±{width} points) is a bootstrap over the test sentences and "
+            "the seeds.")
 
 
 def publish(study: optuna.Study, settings: StudySettings, report: dict, files: list[Path]) -> list[str]:
@@ -115,38 +141,37 @@ def publish(study: optuna.Study, settings: StudySettings, report: dict, files: l
         report_markdown(report) + "\n" + "\n".join(images)
         + f"\n\nIn the artifact store `{settings.artifact_dir}` (optuna-dashboard --artifact-dir):\n\n" + "\n".join(links) + "\n",
     )
-    study.set_user_attr("test_accuracy", report["test_accuracy"])
-    study.set_user_attr("test_macro_f1", report["test_macro_f1"])
+    for key in ("test_accuracy", "test_accuracy_ci95", "test_macro_f1", "seeds"):
+        study.set_user_attr(key, report[key])
     study.set_user_attr("final_trial", report["best_trial"])
     return ids
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_positive("seeds", args.seeds)
     configure_logging(args.verbose)
     study = load_stored_study(args.storage, args.study_name)
     settings = stored_settings(study, storage=args.storage, output_dir=args.output_dir, verbose=args.verbose)
     with logged_to(settings.study_dir, settings.batch_size):
-        return retrain(study, settings, args.trial)
+        return retrain_trial(study, settings, args.trial, args.seeds)
 
 
-def retrain(study: optuna.Study, settings: StudySettings, number: int | None) -> int:
+def retrain_trial(study: optuna.Study, settings: StudySettings, number: int | None, seeds: int) -> int:
     chosen = pick_trial(study, number)
-    config = settings.train_config(chosen.params)
     tokenizer, data = prepare_data(settings)
     out = settings.study_dir / "final"
-    print(f"retraining trial {chosen.number} ({config.variant}, {params_text(chosen.params)}) on {len(data.train)} sentences ...", flush=True)
-    result = train(config, data, tokenizer, evaluate_test=True, save_to=out / "model")
-    if result.test is None:
-        raise RuntimeError(f"the retrained trial {chosen.number} diverged ({result.diverged}); nothing to report")
-    report = build_report(settings, chosen, config, result, data.labels)
+    print(f"retraining trial {chosen.number} ({params_text(chosen.params)}) with {seeds} seed(s) on {len(data.train)} sentences "
+          f"x {settings.epochs:g} epoch(s), testing on {len(data.test)}", flush=True)
+    retrained = retrain(settings.train_config(chosen.params), data, tokenizer, seeds, label=f"trial {chosen.number}", save_to=out / "model")
+    report = build_report(settings, chosen, retrained, data)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))
     image = save_confusion_matrix(report, out / "confusion_matrix.png")
     publish(study, settings, report, [image, out / "report.json", *sorted(p for p in (out / "model").iterdir() if p.is_file())])
-    print(f"test accuracy {report['test_accuracy']:.4f}, macro F1 {report['test_macro_f1']:.4f} on {report['n_test']} sentences")
-    print(f"report: {out / 'report.json'}, {out / 'report.md'}, {image}; weights: {result.saved_to}")
+    print(f"test accuracy {interval_text(report)}, macro F1 {interval_text(report, 'test_macro_f1')} on {report['n_test']} sentences")
+    print(f"report: {out / 'report.json'}, {out / 'report.md'}, {image}; weights: {report['weights']}")
     print(f"dashboard (note and artifacts): optuna-dashboard {mask_url(settings.storage)} --artifact-dir {settings.artifact_dir}")
     print(f"predict:   python -m study.predict --study-name {study.study_name} --output-dir {settings.output_dir} \"i feel wonderful today\"")
     return 0

@@ -81,6 +81,7 @@ def save_confusion_matrix(report: dict, path: Path) -> Path:
 
 
 def bar_chart(summary: dict, path: Path) -> Path:
+    """compare's chart: test accuracy with its 95% interval, and memory, per variant."""
     import numpy as np
 
     plt = _pyplot()
@@ -88,19 +89,23 @@ def bar_chart(summary: dict, path: Path) -> Path:
     names = [r["variant"] for r in rows]
     x = np.arange(len(rows))
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    bars = left.bar(x, [r["test_accuracy"] for r in rows], color="tab:blue")
-    left.bar_label(bars, fmt="%.3f")
-    left.set(xticks=x, xticklabels=names, ylim=(0, 1.08), ylabel="test accuracy", title="Test accuracy")
-    series = [("weights_mib", "weights (get_memory_footprint)"), ("peak_memory_mib", "training peak")]
-    if not summary["gpu"]:
-        series.append(("peak_rss_mib", "process peak RSS"))
-    width = 0.8 / len(series)
+    means = np.array([r["test_accuracy"] for r in rows])
+    intervals = np.array([r["test_accuracy_ci95"] for r in rows])
+    bars = left.bar(x, means, color="tab:blue", yerr=[means - intervals[:, 0], intervals[:, 1] - means], capsize=6)
+    left.bar_label(bars, fmt="%.3f", label_type="center", color="white")
+    left.set(xticks=x, xticklabels=names, ylim=(0, 1.05), ylabel="test accuracy",
+             title=f"Test accuracy, 95% interval ({summary['seeds']} seed(s))")
+    series = [("weights_mib", "weights (get_memory_footprint)"), ("peak_memory_mib", "training peak"), ("peak_rss_mib", "process peak RSS")]
+    series = [(key, label) for key, label in series if all(r.get(key) is not None for r in rows)]
+    width = 0.8 / max(len(series), 1)
     for i, (key, label) in enumerate(series):
         bars = right.bar(x + (i - (len(series) - 1) / 2) * width, [r[key] for r in rows], width, label=label)
         right.bar_label(bars, labels=[mib(r[key]) for r in rows], fontsize=8)
     right.set(xticks=x, xticklabels=names, ylabel="MiB", title="Memory")
     right.legend(fontsize=8)
-    figure.suptitle(f"{Path(summary['budget']['model']).name}, {summary['n_train']} train sentences, {summary['device']}", fontsize=10)
+    tuned = "tuned" if summary.get("from_study") else "default parameters"
+    figure.suptitle(f"{Path(summary['budget']['model']).name}, {tuned}: {summary['n_train']} training sentences x "
+                    f"{summary['budget']['epochs']:g} epoch(s), {summary['device']}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -105,3 +105,41 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class RunProgress:
+    """The progress of one training run (a final retraining, a compare row): on a terminal a bar over its optimizer
+    steps with the last validation accuracy; elsewhere a line every ``every_s`` seconds and one per evaluation. Pass
+    ``on_step`` and ``on_eval`` to emotion_core's train."""
+
+    def __init__(self, label: str, *, file=None, every_s: float = 30.0, bar: bool = True):
+        self.label = label
+        self.file = file or sys.stdout
+        self.every_s = every_s
+        self.bar = tqdm(desc=label, unit="step", disable=None if bar else True, dynamic_ncols=True, leave=False)
+        self._started = self._said = time.monotonic()
+
+    def on_step(self, step: int, total: int) -> None:
+        if self.bar.total != total:
+            self.bar.reset(total=total)
+        self.bar.update(step - self.bar.n)
+        now = time.monotonic()
+        if self.bar.disable and now - self._said >= self.every_s:
+            self._said = now
+            elapsed = now - self._started
+            eta = tqdm.format_interval(elapsed / step * (total - step)) if step else "-"
+            self._line(f"step {step}/{total} ({step / max(total, 1):.0%}), {tqdm.format_interval(elapsed)} elapsed, eta {eta}")
+
+    def on_eval(self, evaluation: Evaluation) -> None:
+        text = f"epoch {evaluation.epoch:.2f} val_acc={evaluation.accuracy:.4f}"
+        if self.bar.disable:
+            self._line(f"step {evaluation.step}: {text}")
+        else:
+            self.bar.set_postfix_str(text)
+
+    def _line(self, text: str) -> None:
+        tqdm.write(f"  {self.label}: {text}", file=self.file)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.bar.close()

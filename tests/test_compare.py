@@ -1,12 +1,14 @@
-"""study.compare: head, LoRA and QLoRA with default parameters on one budget, each in a fresh process."""
+"""study.compare: several variants on one budget, each in a fresh process, with default or tuned parameters and intervals."""
 
 import json
 
 import pytest
 
 from emotion_core import variants
-from study import compare
+from study import compare, run
 from study.cli import run_main
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_compare_writes_the_table_json_and_chart(tiny_model, data_folder, tmp_path, capsys):
@@ -19,24 +21,56 @@ def test_compare_writes_the_table_json_and_chart(tiny_model, data_folder, tmp_pa
     assert list(rows) == ["head", "lora", "qlora"]
     assert summary["n_train"] == 96 and summary["n_validation"] == 30 and summary["n_test"] == 60
     for variant, row in rows.items():
-        assert row["params"] == variants.get(variant).default_params()
+        assert row["params"] == variants.get(variant).default_params() and row["source"] == "defaults"
         assert 0 <= row["test_accuracy"] <= 1 and 0 <= row["test_macro_f1"] <= 1 and row["n_test"] == 60
+        low, high = row["test_accuracy_ci95"]
+        assert low <= row["test_accuracy"] <= high and row["seeds"] == [0]
         assert row["train_seconds"] > 0 and row["optimizer_steps"] == 6 and row["peak_rss_mib"] > 0
     # What the seed's table is about: the head trains least, LoRA and QLoRA train the same adapter,
     # and QLoRA's 4-bit weights take less memory than LoRA's full-precision ones.
     assert rows["head"]["trainable_params"] < rows["lora"]["trainable_params"] == rows["qlora"]["trainable_params"]
     assert rows["qlora"]["weights_mib"] < rows["lora"]["weights_mib"]
+    assert {(p["first"], p["second"]) for p in summary["pairs"]} == {("head", "lora"), ("head", "qlora"), ("lora", "qlora")}
+    assert all(0 <= p["p_value"] <= 1 for p in summary["pairs"])
 
     table = (out / "compare.md").read_text()
-    assert "| variant | parameters | test accuracy | macro F1 | weights MiB | training peak MiB |" in table
+    assert "| variant | parameters | from | test accuracy (mean ± std over seeds, 95% interval) |" in table
     for variant, row in rows.items():
         assert f"| {variant} | learning_rate={row['params']['learning_rate']:.3g} " in table and f"{row['test_accuracy']:.4f}" in table
-    assert "python -m study.compare --model" in table
-    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "python -m study.compare --model" in table and "McNemar" in table
+    assert (out / "compare.png").read_bytes()[:8] == PNG
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flags,message", [(["--epochs", "0"], "--epochs must be positive"), (["--variants", "big"], "invalid choice")])
+def test_compare_from_a_study_retrains_each_variants_best_trial_with_seeds(study_args, tmp_path):
+    assert run_main(run.main, ["--trials", "4", "--variant", "head,lora", "--pruner", "none", "--sampler", "random", *study_args]) == 0
+    storage = study_args[study_args.index("--storage") + 1]
+    import optuna
+
+    study = optuna.load_study(study_name="t", storage=storage)
+    best = {}
+    for trial in study.trials:
+        variant = trial.params["variant"]
+        if variant not in best or trial.value > best[variant].value:
+            best[variant] = trial
+    out = tmp_path / "tuned"
+    assert run_main(compare.main, ["--storage", storage, "--from-study", "t", "--seeds", "2", "--out", str(out)]) == 0
+    summary = json.loads((out / "compare.json").read_text())
+    rows = {row["variant"]: row for row in summary["rows"]}
+    assert set(rows) == set(best)  # one row per variant the study holds
+    for variant, row in rows.items():
+        assert row["params"] == {k: v for k, v in best[variant].params.items() if k != "variant"}
+        assert row["source"] == f"study t trial {best[variant].number}" and row["seeds"] == [0, 1]
+        assert len(row["test_accuracy_per_seed"]) == 2 and row["test_accuracy_std"] >= 0
+    assert summary["n_train"] == 240 and summary["budget"]["epochs"] == 2.0  # the study's budget
+    if len(rows) == 2:
+        (pair,) = summary["pairs"]
+        assert 0 <= pair["p_value"] <= 1 and pair["only_first_right"] + pair["only_second_right"] <= 60
+    assert "(tuned)" in (out / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("flags,message", [(["--epochs", "0"], "--epochs must be positive"), (["--variants", "big"], "invalid choice"),
+                                           (["--seeds", "0"], "--seeds must be positive")])
 def test_compare_rejects_bad_input(tiny_model, data_folder, tmp_path, capsys, flags, message):
     args = ["--model", tiny_model, "--data", data_folder, "--out", str(tmp_path / "cmp"), *flags]
     if "--variants" in flags:
@@ -47,3 +81,9 @@ def test_compare_rejects_bad_input(tiny_model, data_folder, tmp_path, capsys, fl
         assert run_main(compare.main, args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_names_a_study_that_does_not_exist(study_args, capsys):
+    storage = study_args[study_args.index("--storage") + 1]
+    assert run_main(compare.main, ["--storage", storage, "--from-study", "nope"]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err

@@ -79,6 +79,26 @@ def test_final_writes_the_report(study_args, tmp_path):
     assert load(study_args).user_attrs["test_accuracy"] == report["test_accuracy"]
 
 
+def test_final_with_seeds_reports_mean_spread_and_interval(study_args, tmp_path, capsys):
+    assert run_main(run.main, ["--trials", "1", "--variant", "head", *study_args]) == 0
+    storage = study_args[study_args.index("--storage") + 1]
+    args = ["--storage", storage, "--study-name", "t", "--output-dir", str(tmp_path / "out"), "--seeds", "2"]
+    assert run_main(final.main, args) == 0
+    report = json.loads((tmp_path / "out" / "t" / "final" / "report.json").read_text())
+    assert report["seeds"] == [0, 1] and len(report["test_accuracy_per_seed"]) == 2
+    assert report["test_accuracy"] == pytest.approx(sum(report["test_accuracy_per_seed"]) / 2)
+    for key in ("test_accuracy", "test_macro_f1"):
+        low, high = report[f"{key}_ci95"]
+        assert low <= report[key] <= high and high - low > 0 and report[f"{key}_std"] >= 0
+    # the budget the numbers were had on
+    assert (report["n_train"], report["n_validation"], report["n_test"], report["epochs"]) == (240, 60, 60, 2.0)
+    text = (tmp_path / "out" / "t" / "final" / "report.md").read_text()
+    assert "Mean of 2 seeds" in text and "240 training sentences for 2 epoch(s)" in text
+    study = load(study_args)
+    assert study.user_attrs["seeds"] == [0, 1] and study.user_attrs["test_accuracy_ci95"] == report["test_accuracy_ci95"]
+    assert run_main(final.main, [*args[:-1], "0"]) == 2 and "--seeds must be positive" in capsys.readouterr().err
+
+
 def test_other_settings_under_the_same_name_are_refused(study_args, capsys):
     assert run_main(run.main, ["--trials", "1", *study_args]) == 0
     assert run_main(run.main, ["--trials", "2", "--variant", "head", *study_args]) == 2

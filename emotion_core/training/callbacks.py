@@ -1,5 +1,5 @@
-"""The Trainer callbacks of a run: tracking (evaluate on schedule, record, keep the best weights) and stopping
-(divergence, or a pruner's say). Checkpoints are in ``checkpoint.py``. Each callback writes only its own state; the
+"""The Trainer callbacks of a run: tracking (evaluate on schedule, record, keep the best weights), stopping
+(divergence, or a pruner's say) and a step hook for progress displays. Checkpoints are in ``checkpoint.py``. Each callback writes only its own state; the
 others read the tracker's record."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from emotion_core.training.config import Evaluation, TrainConfig
 from emotion_core.weights import trainable_state
 
 OnEval = Callable[[Evaluation], bool | None]
+OnStep = Callable[[int, int], None]  # (optimizer step, steps in the run)
 
 
 def evaluation_steps(n_train: int, config: TrainConfig) -> set[int]:
@@ -90,3 +91,13 @@ class Stopper(TrainerCallback):
         if self.on_eval is not None and self.on_eval(evaluation):
             self.stopped_early = True
             control.should_training_stop = True
+
+
+class StepHook(TrainerCallback):
+    """Tells ``on_step`` each optimizer step and the run's total, for a progress display."""
+
+    def __init__(self, on_step: OnStep):
+        self.on_step = on_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.on_step(state.global_step, state.max_steps)

@@ -1,0 +1,78 @@
+"""How much a test accuracy can be trusted: its spread over seeds, a bootstrap interval over test sentences and seeds,
+and McNemar's test of whether two models differ on the same test sentences."""
+
+from __future__ import annotations
+
+import numpy as np
+
+RESAMPLES = 2000
+
+
+def _macro_f1(confusion: np.ndarray) -> np.ndarray:
+    """Macro F1 of confusion matrices (..., labels, labels), rows true; a label never true nor predicted scores 0, as
+    scikit-learn's f1_score(average="macro", zero_division=0) scores it."""
+    true_positive = np.diagonal(confusion, axis1=-2, axis2=-1)
+    denominator = confusion.sum(axis=-1) + confusion.sum(axis=-2)
+    f1 = np.divide(2 * true_positive, denominator, out=np.zeros(true_positive.shape), where=denominator > 0)
+    return f1.mean(axis=-1)
+
+
+def _confusions(labels: np.ndarray, predictions: np.ndarray, rows: np.ndarray, n_labels: int) -> np.ndarray:
+    """Confusion matrices (resamples, seeds, labels, labels) of each seed's predictions on each resample of rows."""
+    seeds = predictions.shape[0]
+    cell = labels[rows][:, None, :] * n_labels + predictions[:, rows].transpose(1, 0, 2)  # (resamples, seeds, n)
+    offsets = (np.arange(cell.shape[0] * seeds) * n_labels * n_labels).reshape(cell.shape[0], seeds, 1)
+    counts = np.bincount((cell + offsets).ravel(), minlength=cell.shape[0] * seeds * n_labels * n_labels)
+    return counts.reshape(cell.shape[0], seeds, n_labels, n_labels)
+
+
+def seeds_interval(labels, predictions, n_labels: int, resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """Mean, standard deviation over seeds and 95% bootstrap interval of test accuracy and macro F1.
+
+    ``predictions`` holds one row per training seed, one column per test sentence. Each resample draws the test
+    sentences with replacement and the seeds with replacement, so the interval holds both the test set's sampling noise
+    and the seeds' (with one seed, the test set's alone). scipy.stats.bootstrap resamples one axis of paired samples,
+    not two at once, so this is the two-level percentile bootstrap written out.
+    """
+    labels = np.asarray(labels)
+    predictions = np.atleast_2d(np.asarray(predictions))
+    seeds, n = predictions.shape
+    rng = np.random.default_rng(seed)
+    confusion = _confusions(labels, predictions, np.arange(n)[None, :], n_labels)[0]  # (seeds, labels, labels)
+    accuracy = np.trace(confusion, axis1=-2, axis2=-1) / n
+    f1 = _macro_f1(confusion)
+    rows = rng.integers(n, size=(resamples, n))
+    picked = rng.integers(seeds, size=(resamples, seeds))
+    resampled = _confusions(labels, predictions, rows, n_labels)  # (resamples, seeds, labels, labels)
+    take = np.take_along_axis
+    boot_accuracy = take(np.trace(resampled, axis1=-2, axis2=-1) / n, picked, axis=1).mean(axis=1)
+    boot_f1 = take(_macro_f1(resampled), picked, axis=1).mean(axis=1)
+
+    def summary(values: np.ndarray, boot: np.ndarray) -> tuple[float, float, list[float]]:
+        spread = float(values.std(ddof=1)) if seeds > 1 else 0.0
+        return float(values.mean()), spread, [float(q) for q in np.quantile(boot, [0.025, 0.975])]
+
+    (acc, acc_std, acc_ci), (mf1, f1_std, f1_ci) = summary(accuracy, boot_accuracy), summary(f1, boot_f1)
+    return {
+        "test_accuracy": acc, "test_accuracy_std": acc_std, "test_accuracy_ci95": acc_ci,
+        "test_macro_f1": mf1, "test_macro_f1_std": f1_std, "test_macro_f1_ci95": f1_ci,
+        "test_accuracy_per_seed": [float(a) for a in accuracy],
+    }
+
+
+def majority_correct(labels, predictions) -> np.ndarray:
+    """Per test sentence: whether most seeds got it right (a tie counts as wrong)."""
+    correct = np.atleast_2d(np.asarray(predictions)) == np.asarray(labels)[None, :]
+    return correct.mean(axis=0) > 0.5
+
+
+def mcnemar(labels, first, second) -> dict:
+    """McNemar's exact test on the same test sentences: of the sentences exactly one of the two models gets right (by
+    the majority of its seeds), is either side's share different from one half? (scipy's exact binomial test.)"""
+    from scipy.stats import binomtest
+
+    a, b = majority_correct(labels, first), majority_correct(labels, second)
+    only_first, only_second = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    discordant = only_first + only_second
+    p_value = float(binomtest(only_first, discordant, 0.5).pvalue) if discordant else 1.0
+    return {"only_first_right": only_first, "only_second_right": only_second, "p_value": p_value}
