@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(study, settings.trials)
     objective = Objective(settings, tokenized, tokenizer, progress, ModelCache())
     if dry_run:
-        run_trials(study, storage, objective, settings, [progress])
+        run_trials(study, objective, settings, [progress])
         finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
         print(f"dry run: {len(finished)} of {settings.trials} trials finished on the CPU")
         return 0 if len(finished) == settings.trials else 1
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_per_process_memory_fraction(1.0)
         allocated_after.append(round((torch.cuda.memory_allocated() - baseline) / MIB, 2))
 
-    run_trials(study, storage, objective, settings, [progress, after_trial])
+    run_trials(study, objective, settings, [progress, after_trial])
 
     first = study.trials[0]
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))

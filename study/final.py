@@ -5,23 +5,25 @@ with the highest validation accuracy (the front's other trials trade accuracy fo
 ``--seeds N`` retrains it with N seeds and reports the mean, its standard deviation and a 95% bootstrap interval over
 test sentences and seeds (one seed by default: the interval is then the test sentences' alone).
 
-Writes <output-dir>/<study>/final/report.json, report.md, confusion_matrix.png and the trained head or adapter as
-safetensors. For optuna-dashboard it saves the report as the study's note, uploads the confusion matrix, the report
-and the weights to Optuna's artifact store in <output-dir>/<study>/artifacts, and stores test_accuracy as a study
-user attr.
+Writes <output-dir>/<storage>/<study>/final/: report.json, report.md, confusion_matrix.png and the trained head or
+adapter as its variant saves it. It uploads them to the study's artifact store (study.artifacts), where the dashboard
+and study.predict on any machine find them, saves the report as the study's note, and stores test_accuracy and where
+the files are as study user attrs.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
-import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 
 from emotion_core.data import TokenizedSplits
+from study.artifacts import dashboard_command, open_store, upload
 from study.cli import add_settings_arguments, check_positive, configure_logging, run_main
 from study.errors import logged_to
 from study.inputs import prepare_data
@@ -29,7 +31,7 @@ from study.plots import save_confusion_matrix
 from study.progress import params_text
 from study.retraining import Retrained, interval_text, retrain
 from study.settings import StudySettings
-from study.studies import load_stored_study, pick_trial, stored_settings
+from study.studies import FINAL_ATTR, artifact_location, load_stored_study, pick_trial, stored_settings
 from study.urls import mask_url
 
 
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Retrain the study's best trial (train split, selecting on validation), evaluate it once on the whole "
         "test split, and write report.json, report.md and the trained weights.",
     )
-    add_settings_arguments(parser, ["storage", "study_name", "output_dir", "verbose"])
+    add_settings_arguments(parser, ["storage", "study_name", "artifact_store", "output_dir", "verbose"])
     parser.add_argument("--trial", type=int, help="retrain this completed trial instead of the best (or the front's most accurate)")
     parser.add_argument("--seeds", type=int, default=1, help="retrain with this many seeds (the study's seed and the next ones) and "
                         "report the mean test accuracy, its standard deviation and a 95%% bootstrap interval over test sentences "
@@ -122,29 +124,24 @@ def interval_note(report: dict) -> str:
             "the seeds.")
 
 
-def publish(study: optuna.Study, settings: StudySettings, report: dict, files: list[Path]) -> list[str]:
-    """What the dashboard shows: the report as the study's note, the files in Optuna's artifact store."""
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+def publish(study: optuna.Study, settings: StudySettings, report: dict, folder: Path) -> dict:
+    """Into the artifact store, for the dashboard and every machine: the report, its plot and the model's files; the
+    report as the study's note; where they are as the study's user attr ``final``."""
     from optuna_dashboard import save_note
     from optuna_dashboard.artifact import get_artifact_path
 
-    settings.artifact_dir.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(str(settings.artifact_dir))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ids = [upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study) for path in files]
+    store = open_store(settings.artifact_location)
+    files = [folder / "confusion_matrix.png", folder / "report.json", folder / "report.md", *sorted((folder / "model").iterdir())]
+    ids = {str(path.relative_to(folder)): upload(store, study, path) for path in files if path.is_file()}
     # The dashboard serves each artifact at get_artifact_path: the note links the files and shows the image.
-    links = [f"- [{path.name}]({get_artifact_path(study, artifact_id)})" for path, artifact_id in zip(files, ids)]
-    images = [f"![{path.stem}]({get_artifact_path(study, i)})" for path, i in zip(files, ids) if path.suffix == ".png"]
-    save_note(
-        study,
-        report_markdown(report) + "\n" + "\n".join(images)
-        + f"\n\nIn the artifact store `{settings.artifact_dir}` (optuna-dashboard --artifact-dir):\n\n" + "\n".join(links) + "\n",
-    )
+    links = [f"- [{name}]({get_artifact_path(study, artifact_id)})" for name, artifact_id in ids.items()]
+    save_note(study, report_markdown(report) + f"\n![confusion matrix]({get_artifact_path(study, ids['confusion_matrix.png'])})\n\n"
+              f"In the artifact store `{settings.artifact_location}`:\n\n" + "\n".join(links) + "\n")
+    final = {"files": ids, "trial": report["best_trial"], "time": datetime.datetime.now().isoformat(timespec="seconds")}
+    study.set_user_attr(FINAL_ATTR, final)
     for key in ("test_accuracy", "test_accuracy_ci95", "test_macro_f1", "seeds"):
         study.set_user_attr(key, report[key])
-    study.set_user_attr("final_trial", report["best_trial"])
-    return ids
+    return final
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     check_positive("seeds", args.seeds)
     configure_logging(args.verbose)
     study = load_stored_study(args.storage, args.study_name)
-    settings = stored_settings(study, storage=args.storage, output_dir=args.output_dir, verbose=args.verbose)
+    settings = stored_settings(study, storage=args.storage, output_dir=args.output_dir, verbose=args.verbose, artifact_store=args.artifact_store)
+    settings = replace(settings, artifact_store=artifact_location(study, settings))
     with logged_to(settings.study_dir, settings.batch_size):
         return retrain_trial(study, settings, args.trial, args.seeds)
 
@@ -169,11 +167,11 @@ def retrain_trial(study: optuna.Study, settings: StudySettings, number: int | No
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))
     image = save_confusion_matrix(report, out / "confusion_matrix.png")
-    publish(study, settings, report, [image, out / "report.json", *sorted(p for p in (out / "model").iterdir() if p.is_file())])
+    publish(study, settings, report, out)
     print(f"test accuracy {interval_text(report)}, macro F1 {interval_text(report, 'test_macro_f1')} on {report['n_test']} sentences")
     print(f"report: {out / 'report.json'}, {out / 'report.md'}, {image}; weights: {report['weights']}")
-    print(f"dashboard (note and artifacts): optuna-dashboard {mask_url(settings.storage)} --artifact-dir {settings.artifact_dir}")
-    print(f"predict:   python -m study.predict --study-name {study.study_name} --output-dir {settings.output_dir} \"i feel wonderful today\"")
+    print(f"dashboard (note and artifacts): {dashboard_command(settings.storage, settings.artifact_location, settings.home)}")
+    print(f"predict:   python -m study.predict --storage {mask_url(settings.storage)} --study-name {study.study_name} \"i feel wonderful today\"")
     return 0
 
 

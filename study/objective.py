@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Protocol
 
 import optuna
@@ -11,8 +10,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from emotion_core.cache import ModelCache
 from emotion_core.data import TokenizedSplits
-from emotion_core.training import Evaluation, Result, release_memory, train
-from emotion_core.training import checkpoint
+from emotion_core.training import Evaluation, Result, checkpoint, release_memory, train
+from study.artifacts import Checkpoints
 from study.errors import append_traceback, describe
 from study.settings import StudySettings
 from study.space import suggest
@@ -31,13 +30,11 @@ def record_result(trial: optuna.Trial, result: Result) -> None:
         trial.set_user_attr(key, value)
 
 
-def original_trial_number(trial: optuna.Trial) -> int:
-    """The number of the trial this one retries (after its process died or was interrupted), else its own."""
-    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+def retry_history(trial: optuna.trial.FrozenTrial) -> list[int]:
+    """The trials this one continues, oldest first (after their processes died or were interrupted)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        origin = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    return trial.number if origin is None else origin
+        return RetryHeartbeatStaleTrialCallback.retry_history(trial)
 
 
 class TrialProgress(Protocol):
@@ -47,6 +44,8 @@ class TrialProgress(Protocol):
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None: ...
 
     def on_trial_eval(self, number: int, evaluation: Evaluation, epochs: float) -> None: ...
+
+    def note(self, line: str) -> None: ...
 
 
 class Objective:
@@ -58,23 +57,26 @@ class Objective:
     """
 
     def __init__(self, settings: StudySettings, data: TokenizedSplits, tokenizer, progress: TrialProgress | None = None,
-                 cache: ModelCache | None = None):
+                 cache: ModelCache | None = None, store=None):
         self.settings = settings
         self.data = data
         self.tokenizer = tokenizer
         self.progress = progress  # study.run passes it to study.optimize as a callback too
         self.cache = cache or ModelCache()
-
-    def checkpoint_dir(self, trial: optuna.Trial) -> Path:
-        """Where a trial keeps its checkpoint; a retry uses its original trial's, and so continues from it."""
-        return self.settings.study_dir / "checkpoints" / f"trial-{original_trial_number(trial)}"
+        self.store = store  # the artifact store (study.artifacts) that keeps checkpoints for every machine
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         config = self.settings.train_config(suggest(trial, self.settings))
         trial.set_user_attr("variant", config.variant)
-        checkpoints = self.checkpoint_dir(trial)
-        if checkpoints.name != f"trial-{trial.number}":
-            trial.set_user_attr("retry_of", int(checkpoints.name.removeprefix("trial-")))
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        stored = Checkpoints(self.store, trial.study) if self.store is not None else None
+        local = self.settings.study_dir / "checkpoints" / f"trial-{trial.number}"  # this machine's working copy
+        origin = (retry_history(frozen) or [None])[-1]
+        if origin is not None:
+            trial.set_user_attr("retry_of", origin)
+            found = stored.fetch(frozen, local) if stored is not None else None
+            if self.progress is not None:
+                self.progress.note(f"trial {trial.number} continues trial {origin}" + (f" from {found}" if found else ": no checkpoint found, from the start"))
         prune = not self.settings.multi_objective
 
         def on_eval(evaluation: Evaluation) -> bool:
@@ -87,13 +89,20 @@ class Objective:
 
         failure = None
         try:
-            result = train(config, self.data, self.tokenizer, on_eval, cache=self.cache, checkpoint_dir=checkpoints)
+            result = train(config, self.data, self.tokenizer, on_eval, cache=self.cache, checkpoint_dir=local,
+                           on_checkpoint=(lambda folder: stored.save(trial, folder)) if stored is not None else None)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            checkpoint.remove(local)  # another worker took the trial for dead and retries it from the stored checkpoint
+            raise
         except Exception as error:  # the study goes on; the reason stays with the trial, the traceback in the log
             failure = describe(error, config.batch_size)
             append_traceback(self.settings.study_dir, f"trial {trial.number} failed: {failure}", error)
-        # KeyboardInterrupt passes through above and keeps the checkpoint for the retry. Here the exception and the
+        # KeyboardInterrupt passes through above and keeps the checkpoints for the retry. Here the exception and the
         # frames it held (model, optimizer, activations) are gone, so their memory can be given back.
-        checkpoint.remove(checkpoints)
+        for number in [*retry_history(frozen), trial.number]:  # a dead predecessor's working copy on this machine too
+            checkpoint.remove(self.settings.study_dir / "checkpoints" / f"trial-{number}")
+        if stored is not None:
+            stored.remove(trial.study._storage.get_trial(trial._trial_id))
         if failure is not None:
             release_memory()
             trial.set_user_attr("fail_reason", failure)

@@ -1,8 +1,10 @@
 """python -m study.predict "i feel wonderful today" [...]: classify sentences with a study's final model.
 
-Loads the base model and what study.final trained (a head or an adapter, saved by its variant) from
-<output-dir>/<study>/final/, and prints one line per sentence: the label, its probability, and the sentence. Without
-arguments it reads sentences from stdin, one a line.
+Finds the study's final model through the storage (study.final records its files in the artifact store), fetches
+what this machine lacks into <output-dir>/<storage>/<study>/final/, loads the base model plus what was trained (a head
+or an adapter, as its variant saved it), and prints one line per sentence: the label, its probability, and the
+sentence. Without arguments it reads sentences from stdin, one a line. Without --study-name it takes the study whose
+final model is the newest.
 """
 
 from __future__ import annotations
@@ -10,23 +12,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from study.cli import add_settings_arguments, configure_logging, run_main
 from study.errors import UsageError, logged_to
-from study.settings import StudySettings
 
 
-def final_dir(output_dir: str, study_name: str | None) -> Path:
-    name = study_name or StudySettings().resolved_study_name()
-    folder = Path(output_dir) / name / "final"
-    if not (folder / "report.json").is_file():
-        raise UsageError(f"no final model for study {name!r} in {folder}; run python -m study.final first (or pass --study-name/--output-dir)")
+def fetch_final(study, settings) -> Path:
+    """The final model's folder on this machine, fetched from the artifact store where it is missing or older."""
+    from study.artifacts import download, open_store
+    from study.studies import FINAL_ATTR
+
+    final = study.user_attrs[FINAL_ATTR]
+    folder = settings.study_dir / "final"
+    marker = folder / ".fetched.json"  # which final model this folder holds
+    if not marker.is_file() or json.loads(marker.read_text()) != final:
+        store = open_store(settings.artifact_location)
+        for name, artifact_id in final["files"].items():
+            download(store, artifact_id, folder / name)
+        marker.write_text(json.dumps(final))
     return folder
 
 
-def load_final_model(folder: Path):
-    """(model, tokenizer) as study.final trained them: the base model (as its variant stores it) plus the saved weights."""
+def load_final_model(folder: Path, model: str | None = None):
+    """(model, tokenizer) as study.final trained them: the base model (as its variant stores it) plus the saved
+    weights. ``model`` replaces the stored base model's path (the same model elsewhere on this machine)."""
     import torch
 
     from emotion_core.models import load_tokenizer
@@ -34,12 +45,13 @@ def load_final_model(folder: Path):
 
     report = json.loads((folder / "report.json").read_text())
     config = TrainConfig.from_dict(report["train_config"])
-    tokenizer = load_tokenizer(report.get("tokenizer") or config.model)
+    config.model = model or config.model
+    tokenizer = load_tokenizer(model or report.get("tokenizer") or config.model)
     base = config.spec.load_base(config.model, tokenizer.pad_token_id, config.precision, report["labels"])
-    model = config.spec.load_trained(base, folder / "model")
+    trained = config.spec.load_trained(base, folder / "model")
     if torch.cuda.is_available() and not config.spec.quantized:  # a 4-bit model is placed when it is loaded
-        model = model.to("cuda")
-    return model.eval(), tokenizer
+        trained = trained.to("cuda")
+    return trained.eval(), tokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,21 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
         "Prints label, probability and sentence, tab-separated, one line per sentence.",
     )
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="sentences to classify (default: one per line from stdin)")
-    add_settings_arguments(parser, ["study_name", "output_dir", "verbose"])
+    add_settings_arguments(parser, ["storage", "study_name", "artifact_store", "output_dir", "verbose"])
+    parser.add_argument("--model", help="the base model's folder on this machine, if not where the study was run")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    folder = final_dir(args.output_dir, args.study_name)
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise UsageError("no sentence to classify: pass them as arguments or one per line on stdin")
     from emotion_core.inference import classify
+    from study.studies import FINAL_ATTR, artifact_location, load_stored_study, stored_settings
+    from study.urls import mask_url
 
-    with logged_to(folder.parent):
-        model, tokenizer = load_final_model(folder)
+    study = load_stored_study(args.storage, args.study_name, say=lambda line: print(line, file=sys.stderr), final=True)
+    if FINAL_ATTR not in study.user_attrs:
+        raise UsageError(f"no final model for study {study.study_name!r}; run python -m study.final --storage {mask_url(args.storage)} "
+                         f"--study-name {study.study_name} first")
+    settings = stored_settings(study, storage=args.storage, output_dir=args.output_dir, artifact_store=args.artifact_store)
+    settings = replace(settings, artifact_store=artifact_location(study, settings))
+    with logged_to(settings.study_dir):
+        model, tokenizer = load_final_model(fetch_final(study, settings), args.model)
         for text, (label, probability) in zip(texts, classify(model, tokenizer, texts)):
             print(f"{label}\t{probability:.3f}\t{text}")
     return 0

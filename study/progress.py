@@ -83,6 +83,9 @@ class Progress:
             return "-"
         return tqdm.format_interval((time.monotonic() - self._started) / done * (self.total - finished))
 
+    def note(self, line: str) -> None:
+        self.write(line)
+
     def on_trial_eval(self, number: int, evaluation: Evaluation, epochs: float) -> None:
         """One compact line at the end of each epoch (evaluations also come mid-epoch; they feed the pruner only)."""
         epoch = evaluation.epoch

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from dataclasses import replace
 import sys
 import time
 import warnings
@@ -16,15 +17,17 @@ import optuna
 from optuna.trial import TrialState
 
 from emotion_core.cache import ModelCache
+from study.artifacts import dashboard_command, open_store
 from study.cli import add_settings_arguments, configure_logging, run_main, settings_from_args
 from study.errors import logged_to
 from study.inputs import prepare_data
 from study.objective import Objective
 from study.progress import Progress, params_text, state_counts, values_text
-from study.sampling import make_pruner, make_sampler, sampler_seed
+from study.sampling import make_pruner, make_sampler
 from study.settings import StudySettings
-from study.storage import open_storage, recover_dead_trials, study_exists
-from study.studies import check_stored_settings, count_finished, pareto_front, pick_trial
+from study.liveness import recover_dead_trials
+from study.storage import open_storage, storage_exists, study_exists
+from study.studies import ARTIFACT_STORE_ATTR, artifact_location, check_stored_settings, count_finished, pareto_front, pick_trial
 from study.trials import TrialsKeepFailing, run_trials
 from study.urls import mask_url
 from study.workers import run_workers
@@ -41,13 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def optimize(study: optuna.Study, storage, objective: Objective, settings: StudySettings) -> None:
+def optimize(study: optuna.Study, objective: Objective, settings: StudySettings) -> None:
     """Run trials until the study holds settings.trials finished ones: here, or in settings.workers processes."""
     deadline = time.time() + settings.timeout if settings.timeout else None
     if settings.workers > 1:
         run_workers(settings, deadline)
     else:
-        run_trials(study, storage, objective, settings, [objective.progress] if objective.progress else [], deadline)
+        run_trials(study, objective, settings, [objective.progress] if objective.progress else [], deadline)
 
 
 def print_summary(study: optuna.Study, settings: StudySettings) -> None:
@@ -64,9 +67,8 @@ def print_summary(study: optuna.Study, settings: StudySettings) -> None:
         print(f"study.final retrains trial {chosen.number}, the front's most accurate (pass --trial N for another)")
     else:
         print(f"best trial {chosen.number}: {values_text(chosen)} peak={chosen.user_attrs.get('peak_memory_mib', '-')} MiB {params_text(chosen.params)}")
-    storage = mask_url(settings.storage)
-    where = f"--storage {storage} --study-name {study.study_name}"
-    print(f"dashboard: optuna-dashboard {storage} --artifact-dir {settings.artifact_dir}")
+    where = f"--storage {mask_url(settings.storage)} --study-name {study.study_name}"
+    print(f"dashboard: {dashboard_command(settings.storage, settings.artifact_location, settings.home)}")
     print(f"report:    python -m study.report {where}")
     print(f"final:     python -m study.final {where} --output-dir {settings.output_dir}")
 
@@ -82,30 +84,43 @@ def create_or_load(storage, settings: StudySettings) -> optuna.Study:
                                 pruner=make_pruner(settings), load_if_exists=True)
     if "settings" not in study.user_attrs:
         study.set_user_attr("settings", settings.identity())
+        study.set_user_attr(ARTIFACT_STORE_ATTR, settings.artifact_location)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(settings.metric_names)
-    study.sampler = make_sampler(settings, sampler_seed(settings.seed, len(study.trials)))
+    study.sampler = make_sampler(settings)
     return study
 
 
-def run_study(settings: StudySettings, argv: list[str] | None) -> int:
+def nothing_to_do(settings: StudySettings) -> bool:
+    """Whether the study holds its total already; a storage that does not exist yet is not made here."""
+    if not storage_exists(settings.storage):
+        return False
     storage = open_storage(settings.storage)
     check_stored_settings(storage, settings)
     name = settings.resolved_study_name()
-    if study_exists(storage, name):
-        finished = count_finished(optuna.load_study(study_name=name, storage=storage))
-        if finished >= settings.trials:
-            print(f"study {name!r} already holds {finished} finished trials (asked for {settings.trials}); nothing to do")
-            return 0
-    tokenizer, data = prepare_data(settings)  # bad data fails here, before the study is made
+    finished = count_finished(optuna.load_study(study_name=name, storage=storage)) if study_exists(storage, name) else 0
+    if finished >= settings.trials:
+        print(f"study {name!r} already holds {finished} finished trials (asked for {settings.trials}); nothing to do")
+    return finished >= settings.trials
+
+
+def run_study(settings: StudySettings, argv: list[str] | None) -> int:
+    if nothing_to_do(settings):
+        return 0
+    tokenizer, data = prepare_data(settings)  # bad data fails here, before the storage or the study is made
+    storage = open_storage(settings.storage)
+    check_stored_settings(storage, settings)
     study = create_or_load(storage, settings)
-    print(f"study {name!r} in {mask_url(settings.storage)}: {count_finished(study)}/{settings.trials} trials finished")
-    for number in recover_dead_trials(study, storage):
+    # The workers and every later command use the store the study was made with, unless told another.
+    settings = replace(settings, artifact_store=artifact_location(study, settings))
+    store = open_store(settings.artifact_location)
+    print(f"study {study.study_name!r} in {mask_url(settings.storage)}: {count_finished(study)}/{settings.trials} trials finished")
+    for number in recover_dead_trials(study):
         print(f"trial {number} was left running by a process that died; it is retried from its last checkpoint")
     progress = Progress(study, settings.trials) if settings.workers <= 1 else None
     try:
-        optimize(study, storage, Objective(settings, data, tokenizer, progress, ModelCache(freeze_gc=True)), settings)
+        optimize(study, Objective(settings, data, tokenizer, progress, ModelCache(freeze_gc=True), store), settings)
     except KeyboardInterrupt:
         print(f"\ninterrupted: a running trial is marked failed and continues from its last checkpoint "
               f"when you resume with the same command:\n  {resume_command(argv)}", file=sys.stderr, flush=True)

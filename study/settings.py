@@ -12,7 +12,7 @@ from emotion_core import variants
 from emotion_core.precision import PRECISIONS
 from emotion_core.training.config import TrainConfig
 from study.errors import UsageError
-from study.urls import is_sqlite
+from study.urls import is_sqlite, storage_key
 
 # What a trial's value is: validation accuracy alone, or (accuracy, peak memory) for a Pareto front.
 OBJECTIVES = {"accuracy": ("maximize",), "accuracy,memory": ("maximize", "minimize")}
@@ -65,7 +65,12 @@ class StudySettings:
     precision: str = field(default="auto", metadata=_help(
         "auto: frozen weights and autocast in bf16 where the machine computes in it natively (a GPU, or a CPU with AMX or "
         "AVX512-BF16), float32 elsewhere; bf16 or fp32 force one", choices=PRECISIONS))
-    output_dir: str = field(default="storage", metadata=_help("folder for caches and each study's outputs (<output-dir>/<study>/...)"))
+    artifact_store: str | None = field(default=None, metadata=_help(
+        "where what another machine may need goes (each trial's newest checkpoint, the final model, report and plots): a "
+        "folder (a filesystem every machine mounts) or s3://bucket/prefix (the AWS_* variables name the endpoint and keys); "
+        "default: the one the study was made with, else <output-dir>/<storage>/artifacts"))
+    output_dir: str = field(default="storage", metadata=_help(
+        "folder for this machine's outputs: <output-dir>/<storage>/<study>/ (final report, logs), caches"))
     verbose: bool = field(default=False, metadata=_help("show the Trainer's progress bars, library logs and the tracebacks of errors"))
 
     # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them.
@@ -146,13 +151,20 @@ class StudySettings:
         return self.tokenizer or self.model
 
     @property
-    def study_dir(self) -> Path:
-        return Path(self.output_dir) / self.resolved_study_name()
+    def home(self) -> Path:
+        """This machine's folder for the storage's studies: one per storage, so same-named studies in two storages keep
+        their outputs apart."""
+        return Path(self.output_dir) / storage_key(self.storage)
 
     @property
-    def artifact_dir(self) -> Path:
-        """Optuna's artifact store of the study (optuna-dashboard --artifact-dir)."""
-        return self.study_dir / "artifacts"
+    def study_dir(self) -> Path:
+        return self.home / self.resolved_study_name()
+
+    @property
+    def artifact_location(self) -> str:
+        """The artifact store: --artifact-store, else the storage's default folder (one per storage, so that one
+        dashboard command serves every study's files)."""
+        return self.artifact_store or str((self.home / "artifacts").resolve())
 
     @property
     def cache_dir(self) -> Path:

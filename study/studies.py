@@ -3,6 +3,7 @@ retrains, and the accuracy-vs-memory Pareto front."""
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import fields
 
 import optuna
@@ -10,26 +11,48 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.errors import UsageError
 from study.settings import StudySettings
-from study.storage import open_storage, study_exists
+from study.storage import open_storage, storage_exists, study_exists
 from study.urls import mask_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MEMORY_ATTR = "peak_memory_mib"
+FINAL_ATTR = "final"  # the study's final model: its files' artifact ids, trial and time (study.final)
+ARTIFACT_STORE_ATTR = "artifact_store"  # where the study's artifacts are (study.artifacts)
 
 
 def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def load_stored_study(storage_url: str, name: str | None) -> optuna.Study:
-    """The study ``name``; without a name, the default study name or else the storage's only study."""
+def _last_run(storage, summary: optuna.study.StudySummary) -> datetime.datetime:
+    """When a trial of the study last started."""
+    trials = storage.get_all_trials(summary._study_id, deepcopy=False)
+    return max((t.datetime_start for t in trials if t.datetime_start is not None), default=datetime.datetime.min)
+
+
+def _final_time(summary: optuna.study.StudySummary) -> str:
+    return (summary.user_attrs.get(FINAL_ATTR) or {}).get("time", "")
+
+
+def load_stored_study(storage_url: str, name: str | None, *, say=print, final: bool = False) -> optuna.Study:
+    """The study ``name``; without a name, the storage's only study, or else the most recently run one (with ``final``,
+    the one whose final model is the newest), and say which."""
+    if not storage_exists(storage_url):
+        raise UsageError(f"no storage at {mask_url(storage_url)}; run python -m study.run first (or pass --storage)")
     storage = open_storage(storage_url, heartbeat=False)
-    names = optuna.get_all_study_names(storage)
-    if name is None:
-        default = StudySettings().resolved_study_name()
-        name = default if default in names or len(names) != 1 else names[0]
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    names = sorted(s.study_name for s in summaries)
+    if name is None and summaries:
+        if final and any(_final_time(s) for s in summaries):
+            chosen, why = max(summaries, key=_final_time), "the one with the newest final model"
+        else:
+            chosen, why = max(summaries, key=lambda s: _last_run(storage, s)), "the most recently run"
+        name = chosen.study_name
+        if len(summaries) > 1:
+            say(f"study {name!r}: {why} of the {len(summaries)} in {mask_url(storage_url)} ({', '.join(names)}); "
+                "pass --study-name for another")
     if name not in names:
-        known = f"it holds {', '.join(sorted(names))}" if names else "it holds no study"
+        known = f"it holds {', '.join(names)}" if names else "it holds no study"
         raise UsageError(f"no study {name!r} in {mask_url(storage_url)} ({known}); run python -m study.run first or pass --study-name")
     return optuna.load_study(study_name=name, storage=storage)
 
@@ -106,3 +129,8 @@ def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     front = [(by_number[t.user_attrs.get("trial", t.number)], t.values) for t in view.best_trials]
     return [trial for trial, values in sorted(front, key=lambda item: (item[1][1], -item[1][0]))]
+
+
+def artifact_location(study: optuna.Study, settings: StudySettings) -> str:
+    """The study's artifact store: --artifact-store when given, else the one it was made with, else the default."""
+    return settings.artifact_store or study.user_attrs.get(ARTIFACT_STORE_ATTR) or settings.artifact_location

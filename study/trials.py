@@ -16,17 +16,19 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
+from study.liveness import (
+    INTERRUPTED, WORKER_ATTR, Watcher, fail_and_retry, fail_stale_trials, recover_dead_trials, retry, runs_in_this_process,
+    worker_identity,
+)
 from study.objective import TrialFailed
 from study.settings import StudySettings
-from study.storage import WORKER_ATTR, fail_stale_trials, recover_dead_trials, retry, runs_in_this_process, worker_identity
 from study.studies import FINISHED
 
 # A worker gives up after this many failed trials in a row: a broken setup should not loop for ever.
 MAX_CONSECUTIVE_FAILURES = 3
 POLL_S = 1.0
-INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NOT_NEEDED = "not needed: the study already had its total of finished and running trials"
 
@@ -108,41 +110,46 @@ class _Guarded:
             raise
 
 
-def _mark_interrupted(study: optuna.Study, storage, current: int | None) -> None:
+def _mark_interrupted(study: optuna.Study, current: int | None) -> None:
     """After Ctrl-C or SIGTERM: no trial of this process stays RUNNING, and the interrupted one is queued to continue from its
     checkpoint when the command is run again."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)):
         if not runs_in_this_process(trial):
             continue
         if trial.state == TrialState.RUNNING:  # the signal came while Optuna itself was busy with the trial
-            try:
-                storage.set_trial_user_attr(trial._trial_id, "fail_reason", INTERRUPTED)
-                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-        elif trial.number != current or trial.user_attrs.get("fail_reason") != INTERRUPTED:
-            continue
-        retry(study, storage, storage.get_trial(trial._trial_id))
+            fail_and_retry(study, trial, INTERRUPTED)
+        elif trial.number == current and trial.user_attrs.get("fail_reason") == INTERRUPTED:
+            retry(study, trial)
 
 
-def run_trials(study: optuna.Study, storage, objective: Callable, settings: StudySettings, callbacks: Sequence[Callable] = (),
+def run_trials(study: optuna.Study, objective: Callable, settings: StudySettings, callbacks: Sequence[Callable] = (),
                deadline: float | None = None) -> None:
-    """Run trials of ``study`` in this process until it holds ``settings.trials`` finished trials.
+    """Run trials of ``study`` in this process until it holds ``settings.trials`` finished trials, while a watcher
+    thread fails and retries the trials of dead workers (study.liveness).
 
     Raises KeyboardInterrupt after Ctrl-C (the current trial marked FAIL and queued for retry) and TrialsKeepFailing
     after MAX_CONSECUTIVE_FAILURES failed trials in a row.
     """
     guarded = _Guarded(objective, settings.trials)
-    with stop_on_first_signal():
-        _run_trials(study, storage, settings, callbacks, deadline, guarded)
+    with stop_on_first_signal(), Watcher(study):
+        _run_trials(study, settings, callbacks, deadline, guarded)
 
 
-def _run_trials(study, storage, settings, callbacks, deadline, guarded) -> None:
+def taken_over(study: optuna.Study, number: int | None) -> FrozenTrial | None:
+    """The trial this worker ran, if another process failed it (no heartbeat while this one stalled) and retried it:
+    then telling its result raised ("Cannot tell a FAIL trial")."""
+    if number is None:
+        return None
+    trial = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+    return trial if trial.state == TrialState.FAIL else None
+
+
+def _run_trials(study, settings, callbacks, deadline, guarded) -> None:
     failures_in_a_row = 0
     waiting_said = False
     try:
         while True:
-            recover_dead_trials(study, storage)
+            recover_dead_trials(study)
             fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
             finished = sum(t.state in FINISHED for t in trials)
@@ -160,7 +167,15 @@ def _run_trials(study, storage, settings, callbacks, deadline, guarded) -> None:
                 continue
             waiting_said = False
             guarded.current = None
-            study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=True)
+            try:
+                study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=True)
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # "Cannot tell a FAIL trial": see taken_over
+                lost = taken_over(study, guarded.current)
+                if lost is None:
+                    raise
+                print(f"trial {lost.number}: result dropped: another worker took it for dead while this one stalled "
+                      f"({lost.user_attrs.get('fail_reason', 'no heartbeat for the grace period')}); its retry continues it", flush=True)
+                continue
             if guarded.current is None:
                 continue
             trial = study.get_trials(deepcopy=False)[guarded.current]
@@ -172,5 +187,5 @@ def _run_trials(study, storage, settings, callbacks, deadline, guarded) -> None:
                 if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
                     raise TrialsKeepFailing(f"{failures_in_a_row} trials in a row failed; the last one: {reason}")
     except KeyboardInterrupt:  # further signals are ignored by now (stop_on_first_signal)
-        _mark_interrupted(study, storage, guarded.current)
+        _mark_interrupted(study, guarded.current)
         raise

@@ -3,6 +3,10 @@ any text this process prints or logs."""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from pathlib import Path
+
 JOURNAL_SUFFIXES = (".journal", ".log")
 
 
@@ -13,6 +17,13 @@ def is_sqlite(url: str) -> bool:
 def is_journal(url: str) -> bool:
     """A journal file (Optuna's JournalStorage): a path, not a URL, ending in .journal or .log."""
     return "://" not in url and url.endswith(JOURNAL_SUFFIXES)
+
+
+def local_file(url: str) -> Path | None:
+    """The file of a SQLite or journal storage; None for a database server."""
+    if is_sqlite(url):
+        return Path(url.removeprefix("sqlite:///")).expanduser()
+    return Path(url).expanduser() if is_journal(url) else None
 
 
 # Passwords of the URLs this process was given: never printed, whatever raised the text.
@@ -56,3 +67,13 @@ def redact(text: str) -> str:
     for secret in _SECRETS:
         text = text.replace(secret, "***")
     return text
+
+
+def storage_key(url: str) -> str:
+    """A folder name for what a storage's studies write, readable and distinct for distinct storages (the same
+    study name in two SQLite files, or a SQLite file and a journal, must not share outputs)."""
+    path = local_file(url)
+    where = str(path.resolve()) if path is not None else mask_url(url)
+    readable = path.name if path is not None else re.sub(r"^[^:]+://([^@/]*@)?", "", mask_url(url))
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", readable).strip("-.")[:40]
+    return f"{slug}-{hashlib.sha256(where.encode()).hexdigest()[:6]}"

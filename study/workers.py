@@ -73,11 +73,12 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None, 
     """Entry point of a worker process: open the study and run trials (exit code 130 after Ctrl-C, 1 on failure)."""
     _stop_with_command(command_pid)
     from emotion_core.cache import ModelCache
+    from study.artifacts import open_store
     from study.cli import configure_logging
     from study.inputs import prepare_data
     from study.objective import Objective
     from study.progress import Progress
-    from study.sampling import make_pruner, make_sampler, sampler_seed
+    from study.sampling import make_pruner, make_sampler
     from study.storage import open_storage
 
     configure_logging(settings.verbose)
@@ -87,12 +88,12 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None, 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     storage = open_storage(settings.storage)
     study = optuna.load_study(study_name=settings.resolved_study_name(), storage=storage, pruner=make_pruner(settings))
-    study.sampler = make_sampler(settings, sampler_seed(settings.seed, len(study.trials), index))
+    study.sampler = make_sampler(settings)
     tokenizer, data = prepare_data(settings)
     try:
         progress = Progress(study, settings.trials, bar=False)  # the workers' lines interleave: no bars
-        objective = Objective(settings, data, tokenizer, progress, ModelCache(freeze_gc=True))
-        run_trials(study, storage, objective, settings, [progress], deadline)
+        objective = Objective(settings, data, tokenizer, progress, ModelCache(freeze_gc=True), open_store(settings.artifact_location))
+        run_trials(study, objective, settings, [progress], deadline)
     except KeyboardInterrupt:
         sys.exit(130)
     except TrialsKeepFailing as error:

@@ -52,6 +52,18 @@ def study_args(tiny_model, data_folder, tmp_path) -> list[str]:
     ]
 
 
+def study_dir(args_or_storage, output_dir: str | None = None, name: str = "t") -> Path:
+    """Where a study's outputs go on this machine (<output-dir>/<storage>/<study>), from a test's study flags or from
+    storage, output folder and name."""
+    from study.settings import StudySettings
+
+    if isinstance(args_or_storage, list):
+        args = args_or_storage
+        args_or_storage, output_dir = args[args.index("--storage") + 1], args[args.index("--output-dir") + 1]
+        name = args[args.index("--study-name") + 1] if "--study-name" in args else name
+    return StudySettings(storage=args_or_storage, output_dir=output_dir, study_name=name).study_dir
+
+
 def pytest_configure(config):
     Path(config.rootpath, "storage").mkdir(exist_ok=True)
 

@@ -86,4 +86,10 @@ def test_compare_rejects_bad_input(tiny_model, data_folder, tmp_path, capsys, fl
 def test_compare_names_a_study_that_does_not_exist(study_args, capsys):
     storage = study_args[study_args.index("--storage") + 1]
     assert run_main(compare.main, ["--storage", storage, "--from-study", "nope"]) == 2
-    assert "no study 'nope'" in capsys.readouterr().err
+    assert "no storage at" in capsys.readouterr().err  # nothing made it yet
+    import optuna
+
+    optuna.create_study(study_name="other", storage=storage)
+    assert run_main(compare.main, ["--storage", storage, "--from-study", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no study 'nope'" in err and "it holds other" in err

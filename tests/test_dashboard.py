@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import study_dir
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -27,7 +29,9 @@ def dashboard_command() -> str:
 def dashboard(finished_study):
     """Base URL of a dashboard serving finished_study with its artifact store; stopped afterwards."""
     port = free_port()
-    artifacts = Path(finished_study["output_dir"]) / finished_study["name"] / "artifacts"
+    import optuna
+
+    artifacts = optuna.load_study(study_name=finished_study["name"], storage=finished_study["storage"]).user_attrs["artifact_store"]
     process = subprocess.Popen(
         [dashboard_command(), finished_study["storage"], "--host", "127.0.0.1", "--port", str(port), "--artifact-dir", str(artifacts)],
         stdout=subprocess.DEVNULL,
@@ -77,11 +81,11 @@ def test_dashboard_shows_trials_attrs_note_and_artifacts(dashboard, finished_stu
             assert float(attrs[key]) >= 0, key
         assert len(trial["intermediate_values"]) == 6  # three times per epoch, two epochs
 
-    report = json.loads((Path(finished_study["output_dir"]) / "done" / "final" / "report.json").read_text())
+    report = json.loads((study_dir(finished_study["storage"], finished_study["output_dir"], "done") / "final" / "report.json").read_text())
     study_attrs = {a["key"]: a["value"] for a in detail["user_attrs"]}
     assert float(study_attrs["test_accuracy"]) == pytest.approx(report["test_accuracy"])
     note = detail["note"]["body"]
-    assert f"| test accuracy | {report['test_accuracy']:.4f} |" in note
+    assert f"| test accuracy | {report['test_accuracy']:.4f} (95% interval " in note
     assert "| sadness |" in note and "Confusion matrix" in note
 
     artifacts = {a["filename"]: a for a in detail["artifacts"]}

@@ -10,6 +10,7 @@ from emotion_core.cache import build_model
 from emotion_core.training import TrainConfig, train
 from study import final, predict, run
 from study.cli import run_main
+from tests.conftest import study_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,10 +38,10 @@ def test_a_dora_study_runs_finals_and_predicts(study_args, capsys):
     assert {t.user_attrs["variant"] for t in study.trials} == {"dora"} and "lora_r" in study.best_params
     output = study_args[study_args.index("--output-dir") + 1]
     assert run_main(final.main, ["--storage", storage, "--study-name", "t", "--output-dir", output]) == 0
-    report = json.loads((Path(output) / "t" / "final" / "report.json").read_text())
+    report = json.loads((study_dir(study_args) / "final" / "report.json").read_text())
     assert report["variant"] == "dora" and 0 <= report["test_accuracy"] <= 1
     capsys.readouterr()
-    assert run_main(predict.main, ["--study-name", "t", "--output-dir", output, "i feel happy", "i am so scared"]) == 0
+    assert run_main(predict.main, ["--storage", storage, "--study-name", "t", "--output-dir", output, "i feel happy", "i am so scared"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[2] for line in lines] == ["i feel happy", "i am so scared"]
 

@@ -9,6 +9,7 @@ import torch
 
 from study import errors, final, run
 from study.cli import run_main
+from tests.conftest import study_dir
 from tests.synthetic import build_tiny_gpt2
 
 
@@ -30,7 +31,7 @@ def test_a_broken_model_file_is_not_called_an_offline_hub(study_args, tmp_path, 
 
     assert run_main(final.main, where) == 1
     line = one_line(capsys.readouterr().err)
-    log = tmp_path / "out" / "t" / errors.LOG_NAME
+    log = study_dir(where[1], where[5]) / errors.LOG_NAME
     assert line.startswith("error: SafetensorError: ") and f"traceback in {log}" in line and "--verbose prints it" in line
     assert "offline" not in line and "--model /path/to/folder" not in line
     text = log.read_text()
@@ -66,5 +67,5 @@ def test_a_failed_trial_keeps_its_error_type_and_message_and_logs_the_traceback(
     assert run_main(run.main, ["--trials", "1", "--max-train-samples", "32", "--max-eval-samples", "12", *study_args]) == 0
     failed = optuna.load_study(study_name="t", storage=storage).trials[0]
     assert failed.user_attrs["fail_reason"] == "ValueError: dropout probability has to be between 0 and 1, but got 1.5"
-    text = (Path(study_args[study_args.index("--output-dir") + 1]) / "t" / errors.LOG_NAME).read_text()
+    text = (study_dir(study_args) / errors.LOG_NAME).read_text()
     assert "trial 0 failed: ValueError: dropout probability" in text and "Traceback (most recent call last)" in text

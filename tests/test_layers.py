@@ -10,8 +10,8 @@ import study
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {"run", "final", "report", "predict", "compare", "bench"}
-SHARED = {"cli", "sampling", "inputs", "trials", "workers", "studies", "progress", "plots"}
-TRIAL = {"objective", "space", "storage", "settings", "errors", "urls"}
+SHARED = {"cli", "sampling", "inputs", "trials", "workers", "studies", "progress", "plots", "retraining"}
+TRIAL = {"objective", "space", "storage", "settings", "errors", "urls", "liveness", "retrying", "artifacts"}
 LAYERS = {"commands": 3, "shared": 2, "trial": 1, "emotion_core": 0}
 
 

@@ -9,6 +9,7 @@ import pytest
 from emotion_core.labels import LABELS
 from study import final, predict
 from study.cli import run_main
+from tests.conftest import study_dir
 
 
 def predictions(capsys, args) -> list[tuple[str, float, str]]:
@@ -19,9 +20,9 @@ def predictions(capsys, args) -> list[tuple[str, float, str]]:
 
 @pytest.mark.parametrize("number,variant", [(0, "head"), (1, "lora"), (2, "qlora")])
 def test_predict_reproduces_the_final_test_accuracy(copy_study, data_folder, capsys, number, variant):
-    where = ["--study-name", copy_study["name"], "--output-dir", copy_study["output_dir"]]
-    assert run_main(final.main, ["--storage", copy_study["storage"], "--trial", str(number), *where]) == 0
-    report = json.loads((Path(copy_study["output_dir"]) / "done" / "final" / "report.json").read_text())
+    where = ["--storage", copy_study["storage"], "--study-name", copy_study["name"], "--output-dir", copy_study["output_dir"]]
+    assert run_main(final.main, ["--trial", str(number), *where]) == 0
+    report = json.loads((study_dir(copy_study["storage"], copy_study["output_dir"], "done") / "final" / "report.json").read_text())
     assert report["variant"] == variant and report["best_trial"] == number
     capsys.readouterr()
 
@@ -37,10 +38,16 @@ def test_predict_reproduces_the_final_test_accuracy(copy_study, data_folder, cap
 
 def test_predict_reads_stdin(finished_study, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("i feel happy\n\nthe exam made me feel scared\n"))
-    rows = predictions(capsys, ["--study-name", "done", "--output-dir", finished_study["output_dir"]])
+    rows = predictions(capsys, ["--storage", finished_study["storage"], "--study-name", "done", "--output-dir", finished_study["output_dir"]])
     assert [text for _, _, text in rows] == ["i feel happy", "the exam made me feel scared"]
 
 
 def test_predict_without_a_final_model_exits_2(tmp_path, capsys):
-    assert run_main(predict.main, ["--study-name", "nothing", "--output-dir", str(tmp_path), "i feel fine"]) == 2
-    assert "run python -m study.final first" in capsys.readouterr().err
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    assert run_main(predict.main, ["--storage", storage, "--output-dir", str(tmp_path), "i feel fine"]) == 2
+    assert "no storage at" in capsys.readouterr().err
+    import optuna
+
+    optuna.create_study(study_name="nothing", storage=storage)
+    assert run_main(predict.main, ["--storage", storage, "--output-dir", str(tmp_path), "i feel fine"]) == 2
+    assert "no final model for study 'nothing'" in capsys.readouterr().err

@@ -21,7 +21,9 @@ from optuna.trial import TrialState
 
 from study import run
 from study.cli import run_main
-from study.storage import JournalFileStorage, fail_stale_trials, open_storage
+from tests.conftest import study_dir
+from study.liveness import fail_stale_trials
+from study.storage import JournalFileStorage, open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -67,7 +69,7 @@ def snapshot(study):
 
 def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(study_args, tmp_path):
     args = ["--trials", "4", *SMALL, *study_args]
-    checkpoints = tmp_path / "out" / "t" / "checkpoints"
+    checkpoints = study_dir(args) / "checkpoints"
     process = start(args)
     wait_for_checkpoint(process, checkpoints / "trial-2")
     process.send_signal(signal.SIGKILL)
@@ -91,6 +93,7 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(study_args, t
     assert retried.user_attrs["resumed_from_step"] >= 2  # it continued from trial 2's checkpoint (the first is at step 2)
     assert sorted(retried.intermediate_values) == [2, 4, 6, 8, 10, 12]
     assert not list(checkpoints.glob("trial-*"))  # finished trials leave no checkpoint behind
+    assert not list(Path(study.user_attrs["artifact_store"]).glob("checkpoints-*"))  # nor in the artifact store
     params = [str(sorted(t.params.items())) for t in study.get_trials(states=FINISHED)]
     assert len(set(params)) == 4  # the rerun's sampler does not propose the first run's parameters again
 
@@ -98,7 +101,7 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(study_args, t
 def test_ctrl_c_marks_the_trial_failed_and_says_how_to_resume(study_args, tmp_path):
     args = ["--trials", "3", *SMALL, *study_args]
     process = start(args)
-    wait_for_checkpoint(process, tmp_path / "out" / "t" / "checkpoints" / "trial-1")
+    wait_for_checkpoint(process, study_dir(args) / "checkpoints" / "trial-1")
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
@@ -139,7 +142,7 @@ def test_three_workers_on_postgresql_finish_exactly_the_total_and_never_show_the
         from study import final
 
         assert run_main(final.main, ["--storage", url, "--study-name", name, "--output-dir", str(tmp_path / "out")]) == 0
-        reports = {p.name: p.read_text() for p in (tmp_path / "out" / name / "final").glob("report.*")}
+        reports = {p.name: p.read_text() for p in (study_dir(url, str(tmp_path / "out"), name) / "final").glob("report.*")}
         assert len(reports) == 2 and not any("s3cret-pw" in r for r in reports.values())
         assert "postgres:***@" in reports["report.json"]
         out, err = capfd.readouterr()  # this command's own lines (workers forked from a server write where it does)

@@ -9,6 +9,7 @@ from optuna.distributions import FloatDistribution
 
 from study import final, report, run
 from study.cli import run_main
+from tests.conftest import study_dir
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -66,14 +67,19 @@ def test_importances_once_there_are_enough_trials(tmp_path, capsys):
     assert (tmp_path / "plots" / "param_importances.png").read_bytes()[:8] == PNG
 
 
-def test_report_names_the_studies_it_has(tmp_path, capsys):
+def test_report_takes_the_most_recently_run_study_and_says_so(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'two.db'}"
     for name in ("one", "two"):
-        optuna.create_study(study_name=name, storage=storage)
-    assert run_main(report.main, ["--storage", storage]) == 2
-    assert "it holds one, two" in capsys.readouterr().err
+        study = optuna.create_study(study_name=name, storage=storage)
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}, value=0.5))  # "two" ran last
+    assert run_main(report.main, ["--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert "study 'two': the most recently run of the 2" in out and "(one, two)" in out and "study 'two' (objective" in out
     assert run_main(report.main, ["--storage", storage, "--study-name", "one"]) == 0
     assert "(no finished trial)" in capsys.readouterr().out
+    assert run_main(report.main, ["--storage", storage, "--study-name", "three"]) == 2
+    err = capsys.readouterr().err
+    assert "no study 'three'" in err and "it holds one, two" in err
 
 
 def test_multi_objective_study_from_run_to_final(study_args, tmp_path, capsys):
@@ -98,7 +104,7 @@ def test_multi_objective_study_from_run_to_final(study_args, tmp_path, capsys):
 
     output = study_args[study_args.index("--output-dir") + 1]
     assert run_main(final.main, ["--storage", storage, "--study-name", "t", "--output-dir", output]) == 0
-    chosen = json.loads((Path(output) / "t" / "final" / "report.json").read_text())["best_trial"]
+    chosen = json.loads((study_dir(study_args) / "final" / "report.json").read_text())["best_trial"]
     assert study.trials[chosen].values[0] == max(t.values[0] for t in study.best_trials)
     assert run_main(final.main, ["--storage", storage, "--study-name", "t", "--output-dir", output, "--trial", "7"]) == 2
     assert "has no completed trial 7" in capsys.readouterr().err

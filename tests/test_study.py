@@ -7,6 +7,7 @@ from optuna.trial import TrialState
 from study import final, run
 from study.cli import run_main
 from study.settings import StudySettings
+from tests.conftest import study_dir
 
 
 def load(args):
@@ -65,7 +66,7 @@ def test_final_writes_the_report(study_args, tmp_path):
     assert run_main(run.main, ["--trials", "2", "--variant", "head", *study_args]) == 0
     args = ["--storage", study_args[study_args.index("--storage") + 1], "--study-name", "t", "--output-dir", str(tmp_path / "out")]
     assert run_main(final.main, args) == 0
-    out = tmp_path / "out" / "t" / "final"
+    out = study_dir(args[1], args[5]) / "final"
     report = json.loads((out / "report.json").read_text())
     for key in ("test_accuracy", "test_macro_f1", "n_test", "best_params", "variant", "model", "per_class", "confusion_matrix",
                 "peak_memory_mib", "train_seconds"):
@@ -84,7 +85,7 @@ def test_final_with_seeds_reports_mean_spread_and_interval(study_args, tmp_path,
     storage = study_args[study_args.index("--storage") + 1]
     args = ["--storage", storage, "--study-name", "t", "--output-dir", str(tmp_path / "out"), "--seeds", "2"]
     assert run_main(final.main, args) == 0
-    report = json.loads((tmp_path / "out" / "t" / "final" / "report.json").read_text())
+    report = json.loads((study_dir(storage, str(tmp_path / "out")) / "final" / "report.json").read_text())
     assert report["seeds"] == [0, 1] and len(report["test_accuracy_per_seed"]) == 2
     assert report["test_accuracy"] == pytest.approx(sum(report["test_accuracy_per_seed"]) / 2)
     for key in ("test_accuracy", "test_macro_f1"):
@@ -92,7 +93,7 @@ def test_final_with_seeds_reports_mean_spread_and_interval(study_args, tmp_path,
         assert low <= report[key] <= high and high - low > 0 and report[f"{key}_std"] >= 0
     # the budget the numbers were had on
     assert (report["n_train"], report["n_validation"], report["n_test"], report["epochs"]) == (240, 60, 60, 2.0)
-    text = (tmp_path / "out" / "t" / "final" / "report.md").read_text()
+    text = (study_dir(storage, str(tmp_path / "out")) / "final" / "report.md").read_text()
     assert "Mean of 2 seeds" in text and "240 training sentences for 2 epoch(s)" in text
     study = load(study_args)
     assert study.user_attrs["seeds"] == [0, 1] and study.user_attrs["test_accuracy_ci95"] == report["test_accuracy_ci95"]

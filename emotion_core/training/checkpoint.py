@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -59,11 +60,13 @@ def remove(directory: str | os.PathLike) -> None:
 
 
 class CheckpointCallback(TrainerCallback):
-    """Asks the Trainer for a checkpoint at each evaluation step and adds the run's record to it."""
+    """Asks the Trainer for a checkpoint at each evaluation step and adds the run's record to it; ``on_saved`` is
+    then told the complete checkpoint's folder (to copy it where other machines find it)."""
 
-    def __init__(self, eval_at: set[int], record: TrainingRecord):
+    def __init__(self, eval_at: set[int], record: TrainingRecord, on_saved: Callable[[Path], None] | None = None):
         self.eval_at = eval_at
         self.record = record
+        self.on_saved = on_saved
 
     def on_step_end(self, args, state, control, **kwargs):
         # The last step needs no checkpoint: the run ends there.
@@ -85,3 +88,5 @@ class CheckpointCallback(TrainerCallback):
         for older in Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
             if older != folder:
                 shutil.rmtree(older, ignore_errors=True)
+        if self.on_saved is not None:
+            self.on_saved(folder)

@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -126,12 +127,13 @@ class Callbacks:
     resumed_from_step: int
 
 
-def _callbacks(config: TrainConfig, prepared: Prepared, on_eval: OnEval | None, on_step: OnStep | None, checkpoint_dir) -> Callbacks:
+def _callbacks(config: TrainConfig, prepared: Prepared, on_eval: OnEval | None, on_step: OnStep | None, checkpoint_dir,
+               on_checkpoint: Callable[[Path], None] | None) -> Callbacks:
     eval_at = evaluation_steps(len(prepared.splits.train), config)
     resume, record = checkpoint.restore(checkpoint_dir) if checkpoint_dir is not None else (None, None)
     tracker = Tracker(prepared.model, eval_at, record)
     stopper = Stopper(tracker.record, on_eval)
-    extra = [checkpoint.CheckpointCallback(eval_at, tracker.record)] if checkpoint_dir is not None else []
+    extra = [checkpoint.CheckpointCallback(eval_at, tracker.record, on_checkpoint)] if checkpoint_dir is not None else []
     extra += [StepHook(on_step)] if on_step is not None else []
     return Callbacks(tracker, stopper, [tracker, stopper, *extra], str(resume) if resume else None, checkpoint.step_of(resume) if resume else 0)
 
@@ -174,6 +176,7 @@ def train(
     evaluate_test: bool = False,
     save_to: str | os.PathLike | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> Result:
     """Train ``config`` on ``data.train``, selecting on ``data.validation``.
 
@@ -181,8 +184,8 @@ def train(
     optimizer step and the total (a progress display). ``cache`` keeps the loaded
     base and the head's features for later runs (without one, nothing is kept). With ``evaluate_test`` the kept weights
     are evaluated once on ``data.test``; with ``save_to`` the variant saves them there. With ``checkpoint_dir`` a
-    checkpoint is kept there at each evaluation, and a run that finds one continues from it. Model and GPU memory are
-    freed before returning or raising.
+    checkpoint is kept there at each evaluation (and ``on_checkpoint`` told its folder), and a run that finds one
+    continues from it. Model and GPU memory are freed before returning or raising.
     """
     from transformers import set_seed
 
@@ -190,7 +193,7 @@ def train(
     prepared = callbacks = trainer = None
     try:
         prepared = prepare(config, data, tokenizer, cache or ModelCache(), with_test=evaluate_test)
-        callbacks = _callbacks(config, prepared, on_eval, on_step, checkpoint_dir)
+        callbacks = _callbacks(config, prepared, on_eval, on_step, checkpoint_dir, on_checkpoint)
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
             trainer = _trainer(config, prepared, callbacks, str(checkpoint_dir or scratch))
             with PeakMemory() as memory:

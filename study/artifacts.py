@@ -1,0 +1,162 @@
+"""What a study writes that another machine may need, in Optuna's artifact store: each trial's newest checkpoint,
+the final model, its report and plots. The store is a folder (a shared filesystem, or a local one by default) or
+``s3://bucket/prefix`` (Optuna's Boto3ArtifactStore: any S3-compatible endpoint through the usual AWS variables).
+
+The database says where things are: a trial's user attr ``checkpoint`` names its newest checkpoint (a retry inherits
+it with the trial's other attrs), and the study's user attrs name the final model's files (``final``) and the store
+itself (``artifact_store``). Files the dashboard shows (report, plots, the final weights) are uploaded with Optuna's
+``upload_artifact``, so they are listed with the study; checkpoints are written under ids of our own, since they
+come and go.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+from study.errors import UsageError
+
+CHECKPOINT_ATTR = "checkpoint"
+
+
+class PrefixedStore:
+    """An artifact store whose ids live under ``prefix`` (s3://bucket/prefix): Boto3ArtifactStore has no prefix."""
+
+    def __init__(self, inner, prefix: str):
+        self.inner = inner
+        self.prefix = prefix.strip("/") + "/"
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self.inner.open_reader(self.prefix + artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.inner.write(self.prefix + artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self.inner.remove(self.prefix + artifact_id)
+
+
+def open_store(location: str):
+    """The artifact store at ``location``: a folder (made if missing) or s3://bucket[/prefix]."""
+    if location.startswith("s3://"):
+        bucket, _, prefix = location.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise UsageError(f"--artifact-store {location!r} names no bucket; pass s3://bucket or s3://bucket/prefix")
+        try:
+            import boto3
+            from optuna.artifacts import Boto3ArtifactStore
+        except ImportError as error:
+            raise UsageError("--artifact-store s3://... needs boto3: pip install boto3") from error
+        store = Boto3ArtifactStore(bucket, client=boto3.client("s3"))
+        return PrefixedStore(store, prefix) if prefix else store
+    if "://" in location:
+        raise UsageError(f"--artifact-store {location!r}: pass a folder or s3://bucket/prefix")
+    folder = Path(location).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--artifact-store {location!r}: cannot make the folder ({error})") from error
+    return FileSystemArtifactStore(str(folder))
+
+
+def is_folder(location: str) -> bool:
+    return "://" not in location
+
+
+def _tar(folder: Path) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=folder.name)
+    buffer.seek(0)
+    return buffer
+
+
+def _remove(store, artifact_id: str) -> None:
+    try:
+        store.remove(artifact_id)
+    except (ArtifactNotFound, FileNotFoundError):
+        pass
+
+
+class Checkpoints:
+    """A study's trial checkpoints in the artifact store: written after each local save, found again by a retry on any
+    machine, removed once the trial (or its retry) is done."""
+
+    def __init__(self, store, study: optuna.Study):
+        self.store = store
+        self.study = study
+        self.prefix = f"checkpoints-study{study._study_id}"
+
+    def save(self, trial: optuna.Trial, folder: Path) -> None:
+        """Upload the checkpoint ``folder`` (checkpoint-<step>) of ``trial``, point the trial at it, drop the older one."""
+        previous = trial.user_attrs.get(CHECKPOINT_ATTR) if hasattr(trial, "user_attrs") else None
+        artifact_id = f"{self.prefix}-trial{trial.number}-{folder.name}.tar"
+        self.store.write(artifact_id, _tar(folder))
+        trial.set_user_attr(CHECKPOINT_ATTR, {"artifact_id": artifact_id, "folder": folder.name, "trial": trial.number})
+        if previous and previous.get("artifact_id") != artifact_id:
+            _remove(self.store, previous["artifact_id"])
+
+    def fetch(self, trial: optuna.trial.FrozenTrial, into: Path) -> str | None:
+        """Put the newest checkpoint that ``trial`` continues (its own, or its retried predecessor's) under ``into``;
+        returns where it came from, or None when there is none (or the store lost it)."""
+        pointer = trial.user_attrs.get(CHECKPOINT_ATTR)
+        if not pointer:
+            return None
+        try:
+            with self.store.open_reader(pointer["artifact_id"]) as reader:
+                data = io.BytesIO(reader.read())
+        except (ArtifactNotFound, FileNotFoundError):
+            return None
+        into.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=data) as tar:
+            tar.extractall(into, filter="data")
+        return f"trial {pointer['trial']}'s {pointer['folder']}"
+
+    def remove(self, trial: optuna.trial.FrozenTrial) -> None:
+        """Drop the checkpoint ``trial`` points at (its own or its predecessor's): the trial is done."""
+        pointer = trial.user_attrs.get(CHECKPOINT_ATTR)
+        if pointer:
+            _remove(self.store, pointer["artifact_id"])
+
+
+def upload(store, study_or_trial, path: Path) -> str:
+    """A file the dashboard lists with the study (Optuna's upload_artifact); its artifact id."""
+    from optuna.artifacts import upload_artifact
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study_or_trial)
+
+
+def download(store, artifact_id: str, path: Path) -> Path:
+    """Copy an artifact to ``path`` (written beside it and renamed: a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    with store.open_reader(artifact_id) as reader, staging.open("wb") as out:
+        while chunk := reader.read(1 << 20):
+            out.write(chunk)
+    os.replace(staging, path)
+    return path
+
+
+def dashboard_command(storage_url: str, location: str, home: Path) -> str:
+    """The optuna-dashboard command that serves the storage's studies with their artifacts. For an S3 store it writes
+    <home>/dashboard.toml, since the dashboard takes a bucket only from a config file (and reads at the bucket's root:
+    an s3://bucket/prefix store's files are listed, not served)."""
+    from study.urls import mask_url
+
+    if is_folder(location):
+        return f"optuna-dashboard {mask_url(storage_url)} --artifact-dir {location}"
+    bucket = location.removeprefix("s3://").partition("/")[0]
+    config = home / "dashboard.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[artifact_store.boto3]\nbucket_name = "{bucket}"\n')
+    return f"optuna-dashboard {mask_url(storage_url)} --from-config {config}"
