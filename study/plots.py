@@ -1,18 +1,41 @@
-"""The plots a person reads: the study's (optimization history, intermediate values, importances, accuracy vs memory),
-the final model's confusion matrix, and compare's bar chart. PNG through matplotlib's Agg backend."""
+"""The plots a person reads: the study's (optimization history, intermediate values, param importances, accuracy vs
+memory), the final model's confusion matrix, and compare's bar chart. PNG through matplotlib's Agg backend.
+
+The optimization history, the intermediate values and the Pareto front are drawn here from the stored trials, PNG
+only (their earlier HTML versions, Optuna's plotly plots, are gone): Optuna's versions leave out pruned trials, count
+in optimizer steps, put one legend entry per trial and call the front "Best Trial". The param importances stay
+Optuna's plot with our axis labels, and also HTML where plotly is installed. Each ``*_figure`` function returns the
+figure (or None when there is nothing to draw) so that tests can read what it shows; ``save_plots`` saves and closes.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import textwrap
 import warnings
+from itertools import accumulate
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 
-from study.studies import pareto_study
+from study.studies import FINISHED, pareto_study
 
-PARETO_TARGETS = ["val accuracy", "peak memory (MiB)"]
+ACCURACY = "validation accuracy"
+MEMORY = "peak training memory (MiB)"
+# Complete and pruned trials look the same in every study plot.
+STYLE = {
+    TrialState.COMPLETE: {"color": "tab:blue", "label": "complete"},
+    TrialState.PRUNED: {"color": "tab:orange", "label": "pruned"},
+}
+BEST_COLOR = "tab:red"
+SIZE = (9, 5)
+
+
+def _legend_outside(axes) -> None:
+    """The legend to the right of the plot, where it hides no point (tight_layout makes room for it)."""
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
 
 
 def mib(value: float) -> str:
@@ -28,55 +51,187 @@ def _pyplot():
     return plt
 
 
-def save_plots(study: optuna.Study, folder: Path, has_importances: bool) -> list[Path]:
-    """Optimization history, intermediate values, param importances and the accuracy-vs-memory Pareto front, as PNG
-    (optuna.visualization.matplotlib) and as HTML where plotly is installed. Plots without data are skipped."""
-    from optuna import visualization
+def _finished(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete and pruned trials with a value, by number. A pruned trial's value is its last report (Optuna stores
+    it so); one pruned before its first report has none."""
+    return [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.values]
 
+
+def history_figure(study: optuna.Study):
+    """Each finished trial's validation accuracy (the first value of an accuracy,memory study), complete and pruned
+    apart, and the best so far over the completed trials."""
+    # Optuna's plot_optimization_history draws completed trials only: the pruned ones, often most of a study, vanish.
+    trials = _finished(study)
+    if not trials:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=SIZE)
+    markers = {TrialState.COMPLETE: "o", TrialState.PRUNED: "x"}
+    for state, style in STYLE.items():
+        chosen = [t for t in trials if t.state == state]
+        if chosen:
+            label = f"{style['label']}: {len(chosen)}" + ("\n(value: its last report)" if state == TrialState.PRUNED else "")
+            axes.scatter([t.number for t in chosen], [t.values[0] for t in chosen], color=style["color"],
+                         marker=markers[state], label=label, zorder=3)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        better = max if study.directions[0] == StudyDirection.MAXIMIZE else min
+        best = list(accumulate((t.values[0] for t in complete), better))
+        # Carried on to the last trial, so that the line answers "best so far" at every trial.
+        axes.step([*(t.number for t in complete), trials[-1].number], [*best, best[-1]], where="post", color=BEST_COLOR,
+                  label="best so far (complete trials)")
+    axes.set(xlabel="trial", ylabel=ACCURACY, title=f"{study.study_name}: optimization history")
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.grid(alpha=0.3)
+    _legend_outside(axes)
+    figure.tight_layout()
+    return figure
+
+
+def _curve(trial: FrozenTrial, steps_per_epoch: int | None) -> tuple[list[float], list[float]]:
+    """A trial's reports in step order: (epochs, or optimizer steps without steps_per_epoch; accuracies)."""
+    steps = sorted(trial.intermediate_values)
+    return [s / (steps_per_epoch or 1) for s in steps], [trial.intermediate_values[s] for s in steps]
+
+
+def intermediate_figure(study: optuna.Study, steps_per_epoch: int | None):
+    """The validation accuracy each finished trial reported during training, against epochs (optimizer steps when
+    ``steps_per_epoch`` is unknown). Colored by state with one legend entry each; the best trial stands out."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.intermediate_values]
+    if not trials:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=SIZE)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    best = max(complete, key=lambda t: t.values[0]).number if complete else None
+    labelled = set()
+    for trial in trials:
+        xs, ys = _curve(trial, steps_per_epoch)
+        style = STYLE[trial.state]
+        # One legend entry per state, however many trials: matplotlib leaves out labels that start with "_".
+        label = f"{style['label']}: {sum(t.state == trial.state for t in trials)}" if trial.state not in labelled else "_"
+        if trial.state == TrialState.PRUNED and label != "_":
+            label += "\n(x: where it was stopped)"
+        labelled.add(trial.state)
+        axes.plot(xs, ys, color=style["color"], alpha=0.5, linewidth=1, marker=".", label=label)
+        if trial.state == TrialState.PRUNED:
+            axes.plot(xs[-1], ys[-1], color=style["color"], marker="x", markersize=8, label="_")  # where it was stopped
+    if best is not None:
+        xs, ys = _curve(next(t for t in trials if t.number == best), steps_per_epoch)
+        axes.plot(xs, ys, color=BEST_COLOR, linewidth=2.5, marker="o", label=f"best: trial {best}", zorder=3)
+    axes.set(xlabel="epoch" if steps_per_epoch else "optimizer step", ylabel=ACCURACY,
+             title=f"{study.study_name}: validation accuracy during training")
+    axes.set_xlim(left=0)
+    axes.grid(alpha=0.3)
+    _legend_outside(axes)
+    figure.tight_layout()
+    return figure
+
+
+def importances_figure(study: optuna.Study):
+    """Optuna's param importances plot for validation accuracy, with axis labels that say what the bars are."""
+    plt = _pyplot()
+    # Optuna switches pyplot to its ggplot style for good (plt.style.use); the rc_context keeps that to this figure.
+    with warnings.catch_warnings(), plt.rc_context():
+        warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
+        axes = optuna.visualization.matplotlib.plot_param_importances(study, target=lambda t: t.values[0], target_name=ACCURACY)
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    axes.set_title("", loc="left")  # Optuna's "Hyperparameter Importances", which would overlap ours
+    axes.set(xlabel=f"importance for {ACCURACY} (fANOVA; the bars sum to 1)", ylabel="parameter",
+             title=f"{study.study_name}: parameter importances ({complete} completed trials)")
+    axes.get_legend().remove()  # one entry, the target's name, which the x label says
+    figure = axes.figure
+    figure.set_size_inches(*SIZE)
+    figure.tight_layout()
+    return figure
+
+
+def pareto_figure(study: optuna.Study):
+    """Validation accuracy against peak training memory for each completed trial that measured memory; the front
+    (no other trial is both more accurate and lighter) joined and labelled with trial numbers."""
+    view = pareto_study(study)
+    complete = view.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=SIZE)
+    on_front = {t.number for t in view.best_trials}
+    front = sorted((t for t in complete if t.number in on_front), key=lambda t: t.values[1])
+    others = [t for t in complete if t.number not in on_front]
+    if others:
+        axes.scatter([t.values[0] for t in others], [t.values[1] for t in others], color="tab:gray", alpha=0.6, label="other trials")
+    axes.plot([t.values[0] for t in front], [t.values[1] for t in front], color=BEST_COLOR, marker="o", linestyle="--",
+              label="Pareto front", zorder=3)
+    middle = (min(t.values[0] for t in complete) + max(t.values[0] for t in complete)) / 2
+    for trial in front:
+        # The number study.final --trial takes (a single-objective study's view keeps it as the user attr "trial").
+        number = trial.user_attrs.get("trial", trial.number)
+        variant = trial.user_attrs.get("variant")
+        right = trial.values[0] <= middle  # a label goes toward the middle, so that it stays inside the axes
+        axes.annotate(f"#{number}" + (f" {variant}" if variant else ""), (trial.values[0], trial.values[1]), fontsize=8,
+                      textcoords="offset points", xytext=(6 if right else -6, -10), ha="left" if right else "right")
+    axes.margins(0.08)  # room below the lowest point's label
+    axes.set(xlabel=ACCURACY, ylabel=MEMORY, title=f"{study.study_name}: accuracy vs peak memory (#trial variant)")
+    axes.grid(alpha=0.3)
+    _legend_outside(axes)
+    figure.tight_layout()
+    return figure
+
+
+def save_plots(study: optuna.Study, folder: Path, has_importances: bool, steps_per_epoch: int | None) -> list[Path]:
+    """Optimization history, intermediate values, param importances (when ``has_importances``) and the
+    accuracy-vs-memory Pareto front as PNG; the importances also as HTML where plotly is installed. Plots without
+    data are skipped. ``steps_per_epoch`` turns the optimizer steps trials report at into epochs."""
     plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    accuracy = {"target": (lambda t: t.values[0]), "target_name": "val accuracy"}
-    plots = {}
-    if complete:
-        plots["optimization_history"] = (study, "plot_optimization_history", accuracy)
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        plots["intermediate_values"] = (study, "plot_intermediate_values", {})
-    if has_importances:
-        plots["param_importances"] = (study, "plot_param_importances", accuracy)
-    view = pareto_study(study)
-    if view.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        plots["pareto_accuracy_memory"] = (view, "plot_pareto_front", {"target_names": PARETO_TARGETS})
-    html = importlib.util.find_spec("plotly") is not None
+    figures = {
+        "optimization_history": history_figure(study),
+        "intermediate_values": intermediate_figure(study, steps_per_epoch),
+        "param_importances": importances_figure(study) if has_importances else None,
+        "pareto_accuracy_memory": pareto_figure(study),
+    }
     written = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
-        for name, (source, function, kwargs) in plots.items():
-            axes = getattr(visualization.matplotlib, function)(source, **kwargs)
-            figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-            figure.set_size_inches(8, 5)
-            figure.tight_layout()
+    for name, figure in figures.items():
+        if figure is not None:
             figure.savefig(folder / f"{name}.png", dpi=100)
             plt.close(figure)
             written.append(folder / f"{name}.png")
-            if html:
-                getattr(visualization, function)(source, **kwargs).write_html(str(folder / f"{name}.html"))
-                written.append(folder / f"{name}.html")
+    if has_importances and importlib.util.find_spec("plotly") is not None:
+        html = optuna.visualization.plot_param_importances(study, target=lambda t: t.values[0], target_name=ACCURACY)
+        html.write_html(str(folder / "param_importances.html"))
+        written.append(folder / "param_importances.html")
     return written
 
 
-def save_confusion_matrix(report: dict, path: Path) -> Path:
+def confusion_matrix_figure(report: dict):
+    """The final model's test confusion matrix; the title says what was trained, on how much, and how it scored."""
     import numpy as np
     from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = _pyplot()
-    display = ConfusionMatrixDisplay(np.array(report["confusion_matrix"]), display_labels=report["labels"])
-    display.plot(cmap="Blues", colorbar=False)
-    display.ax_.set_title(f"{report['study_name']}: {report['variant']}, test accuracy {report['test_accuracy']:.4f}")
-    display.figure_.set_size_inches(6.5, 5.5)
-    display.figure_.tight_layout()
-    display.figure_.savefig(path, dpi=100)
-    plt.close(display.figure_)
+    labels = report["labels"]
+    side = max(5.5, 0.7 * len(labels) + 2)  # about 0.7 inch a cell, however many labels
+    figure, axes = plt.subplots(figsize=(side, side))
+    display = ConfusionMatrixDisplay(np.array(report["confusion_matrix"]), display_labels=labels)
+    # Column labels slanted only when the longest would not fit its cell (about 0.085 inch a character at 10 pt).
+    slant = 45 if 0.085 * max(map(len, labels)) > 0.95 * (side - 1.8) / len(labels) else 0
+    display.plot(ax=axes, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=slant, text_kw={"fontsize": 9})
+    if slant:
+        plt.setp(axes.get_xticklabels(), ha="right", rotation_mode="anchor")
+    epochs = report["train_config"]["epochs"]
+    lines = [f"{report['study_name']}: {report['variant']}, test accuracy {report['test_accuracy']:.4f}",
+             f"trained on {report['n_train']} sentences x {epochs:g} epoch(s)"]
+    axes.set_title("\n".join(part for line in lines for part in textwrap.wrap(line, 60)), fontsize=10)  # a long study name wraps
+    axes.set(xlabel="predicted label", ylabel="true label")
+    figure.tight_layout()
+    return figure
+
+
+def save_confusion_matrix(report: dict, path: Path) -> Path:
+    plt = _pyplot()
+    figure = confusion_matrix_figure(report)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
     return path
 
 

@@ -2,13 +2,15 @@
 
 Prints a leaderboard (top trials with params, value, state and peak memory), the trial counts by state, the
 accuracy-vs-memory Pareto front (what QLoRA's memory saving costs in accuracy) and parameter importances once
-there are enough completed trials. ``--plots DIR`` saves Optuna's plots as PNG (and HTML where plotly is installed).
+there are enough completed trials. ``--plots DIR`` saves the optimization history, the intermediate values (in epochs),
+the param importances and the Pareto front as PNG (study/plots.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -38,6 +40,18 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
     except (RuntimeError, ValueError) as error:  # e.g. no parameter varies across the completed trials
         return None, str(error).splitlines()[0]
     return (values, "") if values else (None, "no parameter varies across the completed trials")
+
+
+def steps_per_epoch(study: optuna.Study) -> int | None:
+    """Optimizer steps per epoch as training counts them, ceil(training sentences / batch size), so that the
+    intermediate values plot can show epochs. The batch size is in the settings study.run stores, the sentences in
+    each trial's user attr n_train (the data actually used: max_train_samples is only a cap). None when either is
+    unknown, or when trials disagree on n_train."""
+    batch_size = study.user_attrs.get("settings", {}).get("batch_size")
+    sizes = {t.user_attrs["n_train"] for t in study.get_trials(deepcopy=False) if "n_train" in t.user_attrs}
+    if not batch_size or len(sizes) != 1:
+        return None
+    return math.ceil(sizes.pop() / batch_size)
 
 
 def leaderboard(study: optuna.Study, top: int) -> list[dict]:
@@ -143,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(study, args.top)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     if args.plots:
-        written = save_plots(study, Path(args.plots), summary["importances"] is not None)
+        has_importances = summary["importances"] is not None
+        written = save_plots(study, Path(args.plots), has_importances, steps_per_epoch(study))
         print(f"\nplots: {', '.join(str(p) for p in written) or 'none (no completed trial)'}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
