@@ -77,11 +77,12 @@ def resume_command(argv: list[str] | None) -> str:
     return " ".join(["python -m study.run", *(shlex.quote(mask_url(a)) for a in args)])
 
 
-def create_or_load(storage, settings: StudySettings) -> optuna.Study:
+def create_or_load(storage, settings: StudySettings, labels: tuple[str, ...]) -> optuna.Study:
     study = optuna.create_study(study_name=settings.resolved_study_name(), storage=storage, directions=settings.directions,
                                 pruner=make_pruner(settings), load_if_exists=True)
     if "settings" not in study.user_attrs:
         study.set_user_attr("settings", settings.identity())
+        study.set_user_attr("labels", list(labels))  # the label names the data gave, by id
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(settings.metric_names)
@@ -99,7 +100,7 @@ def run_study(settings: StudySettings, argv: list[str] | None) -> int:
             print(f"study {name!r} already holds {finished} finished trials (asked for {settings.trials}); nothing to do")
             return 0
     tokenizer, data = prepare_data(settings)  # bad data fails here, before the study is made
-    study = create_or_load(storage, settings)
+    study = create_or_load(storage, settings, data.labels)
     print(f"study {name!r} in {mask_url(settings.storage)}: {count_finished(study)}/{settings.trials} trials finished")
     for number in recover_dead_trials(study, storage):
         print(f"trial {number} was left running by a process that died; it is retried from its last checkpoint")
