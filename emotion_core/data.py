@@ -1,15 +1,18 @@
-"""Reading the emotion data (hub id or local folder) and tokenizing it once, with an on-disk cache.
+"""Reading a text-classification data set (hub id or local folder) and tokenizing it once, with an on-disk cache.
 
 A local folder holds one file per split: ``train``, ``validation`` (or ``val``) and ``test``, each as
 ``.txt`` (the original ``text;label`` lines), ``.csv``, ``.jsonl`` or ``.parquet`` (``text`` and ``label``
-columns). Labels may be names or ids. Every problem is a :class:`DataError` whose message names the file
-and the line, so that a CLI can print it and exit with code 2.
+columns). Labels may be names or ids. A folder without such files is read by ``datasets.load_dataset``, as a copy of
+a hub data set's repository is. The label names come from the data: the data set's ``ClassLabel`` names, or else the
+names in the train split (see :func:`label_names`). Every problem is a :class:`DataError` whose message names the
+file and the line, so that a CLI can print it and exit with code 2.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -19,7 +22,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from emotion_core.errors import InputError, first_line
-from emotion_core.labels import ID2LABEL, LABEL2ID, LABELS
+from emotion_core.labels import LABELS
 from emotion_core.sources import local_path, looks_like_path
 
 SPLIT_NAMES: dict[str, tuple[str, ...]] = {
@@ -38,7 +41,8 @@ class DataError(InputError):
 
 @dataclass
 class Splits:
-    """Raw splits, each a :class:`datasets.Dataset` with a ``text`` (str) and a ``label`` (int id) column."""
+    """Raw splits, each a :class:`datasets.Dataset` with a ``text`` (str) and a ``label`` (int id) column, and the
+    label names by id."""
 
     train: Dataset
     validation: Dataset
@@ -52,6 +56,7 @@ class Splits:
     def fingerprint(self) -> str:
         """A content hash: equal data gives equal fingerprints whatever its file format."""
         digest = hashlib.sha256()
+        digest.update(json.dumps(list(self.labels)).encode())  # the same ids under other names are other data
         for name, split in self.items():
             digest.update(name.encode())
             for text, label in zip(split["text"], split["label"]):
@@ -59,24 +64,65 @@ class Splits:
         return digest.hexdigest()[:16]
 
 
-def parse_label(value: object, where: str) -> int:
-    """A label name (any case) or id (int or digit string) as its id."""
-    if isinstance(value, bool):
-        raise DataError(f"{where}: label {value!r} is neither a name nor an id; expected one of {', '.join(LABELS)} or 0-5")
-    if isinstance(value, int) and value in ID2LABEL:
-        return value
-    if isinstance(value, float) and value.is_integer() and int(value) in ID2LABEL:
+Row = tuple[str, str, "int | str"]  # where a user finds it (file and line), the text, the label: an integer id or a name
+
+
+def label_value(value: object, where: str) -> int | str:
+    """A label as written: an integer id (an int, an integral float or a digit string) or a name."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise DataError(f"{where}: label {value!r} is neither a name nor an integer id")
+    if isinstance(value, (numbers.Integral, float)):
         return int(value)
     text = str(value).strip()
-    if text.lower() in LABEL2ID:
-        return LABEL2ID[text.lower()]
-    if text.isdigit() and int(text) in ID2LABEL:
-        return int(text)
-    raise DataError(f"{where}: unknown label {text!r}; expected one of {', '.join(LABELS)} or an id 0-5")
+    if not text:
+        raise DataError(f"{where}: empty label")
+    return int(text) if text.isdigit() else text
 
 
-def _read_txt(path: Path) -> tuple[list[str], list[int]]:
-    texts, labels = [], []
+def label_names(train: list[Row]) -> tuple[str, ...]:
+    """The label names, by id, that the train split's rows give."""
+    names = {label for _, _, label in train if isinstance(label, str)}
+    if not names or names == set(LABELS):
+        # Integer ids alone, or exactly the six emotion names: the default data set's labels in its own order (its ids).
+        return LABELS
+    # Sorted by code point (not by locale, not by first appearance): the same names get the same ids on every machine,
+    # whatever the row order or the file format.
+    return tuple(sorted(names))
+
+
+def label_ids(rows: list[Row], names: tuple[str, ...], train: str) -> list[int]:
+    """Each row's label as an id into ``names``. A name the train split (``train``) lacks or an id past the names is a
+    DataError."""
+    index = {name: i for i, name in enumerate(names)}
+    ids = []
+    for where, _, label in rows:
+        if isinstance(label, str) and label not in index:
+            raise DataError(
+                f"{where}: unknown label {label!r}: the train split ({train}) has no such label; its labels are {', '.join(names)}"
+            )
+        if isinstance(label, int) and not 0 <= label < len(names):
+            raise DataError(
+                f"{where}: unknown label '{label}': an integer label is an id, 0-{len(names) - 1} for {', '.join(names)}; "
+                "for another data set write the label names"
+            )
+        ids.append(index[label] if isinstance(label, str) else label)
+    return ids
+
+
+def _from_rows(rows: dict[str, list[Row]], train: str) -> tuple[dict[str, Dataset], tuple[str, ...]]:
+    """Datasets of ``text`` and ``label`` ids, and the label names, from each split's rows."""
+    names = label_names(rows["train"])
+    if len(names) < 2:
+        raise DataError(f"{train}: every example has the label {names[0]!r}; a classifier needs two labels or more")
+    splits = {
+        split: Dataset.from_dict({"text": [text for _, text, _ in split_rows], "label": label_ids(split_rows, names, train)})
+        for split, split_rows in rows.items()
+    }
+    return splits, names
+
+
+def _read_txt(path: Path) -> list[Row]:
+    rows = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
@@ -88,9 +134,8 @@ def _read_txt(path: Path) -> tuple[list[str], list[int]]:
             text, label = line.rsplit(";", 1)
             if not text.strip():
                 raise DataError(f"{where}: empty text before ';'")
-            texts.append(text)
-            labels.append(parse_label(label, where))
-    return texts, labels
+            rows.append((where, text, label_value(label, where)))
+    return rows
 
 
 def _read_records(path: Path) -> list[tuple[str, dict]]:
@@ -126,27 +171,30 @@ def _read_records(path: Path) -> list[tuple[str, dict]]:
     return [(f"{path} {unit} {i + first}", row) for i, row in enumerate(frame[["text", "label"]].to_dict("records"))]
 
 
-def read_split_file(path: Path) -> Dataset:
-    """One split file as a Dataset of ``text`` and ``label`` ids."""
+def read_rows(path: Path) -> list[Row]:
+    """One split file's rows, labels as written (names or ids)."""
     try:
-        records = _read_txt(path) if path.suffix == ".txt" else _read_records(path)
+        if path.suffix == ".txt":
+            rows = _read_txt(path)
+        else:
+            rows = []
+            for where, record in _read_records(path):
+                text = record.get("text")
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(f"{where}: 'text' is missing or empty")
+                if "label" not in record or record["label"] is None:
+                    raise DataError(f"{where}: 'label' is missing")
+                rows.append((where, text, label_value(record["label"], where)))
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text (undecodable byte at offset {error.start}); is it a corrupted or binary file?") from None
-    if path.suffix == ".txt":
-        texts, labels = records
-    else:
-        texts, labels = [], []
-        for where, record in records:
-            text = record.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{where}: 'text' is missing or empty")
-            if "label" not in record or record["label"] is None:
-                raise DataError(f"{where}: 'label' is missing")
-            texts.append(text)
-            labels.append(parse_label(record["label"], where))
-    if not texts:
+    if not rows:
         raise DataError(f"{path}: the file holds no examples")
-    return Dataset.from_dict({"text": texts, "label": labels})
+    return rows
+
+
+def has_split_files(folder: Path) -> bool:
+    """The folder is in our own format: it holds at least one train/validation/test file."""
+    return any((folder / f"{stem}{extension}").is_file() for stems in SPLIT_NAMES.values() for stem in stems for extension in EXTENSIONS)
 
 
 def find_split_file(folder: Path, split: str) -> Path:
@@ -155,31 +203,80 @@ def find_split_file(folder: Path, split: str) -> Path:
             candidate = folder / f"{stem}{extension}"
             if candidate.is_file():
                 return candidate
-    names = ", ".join(f"{stem}{{{','.join(EXTENSIONS)}}}" for stem in SPLIT_NAMES[split])
-    raise DataError(f"{folder}: missing the {split} split; expected one of {names}")
+    raise DataError(f"{folder}: missing the {split} split; expected one of {_file_names(split)}")
 
 
-def _load_hub(source: str) -> dict[str, Dataset]:
+def _file_names(split: str) -> str:
+    return ", ".join(f"{stem}{{{','.join(EXTENSIONS)}}}" for stem in SPLIT_NAMES[split])
+
+
+def _read_folder(folder: Path) -> tuple[dict[str, Dataset], tuple[str, ...]]:
+    files = {split: find_split_file(folder, split) for split in SPLIT_NAMES}
+    return _from_rows({split: read_rows(path) for split, path in files.items()}, str(files["train"]))
+
+
+def _load_hub(source: str) -> DatasetDict:
     from datasets import load_dataset
 
     try:
-        loaded = load_dataset(source)
+        return load_dataset(source)
     except OSError as error:  # unreachable hub, unknown data set (datasets' ConnectionError and DatasetNotFoundError)
         raise DataError(
             f"cannot load the data set {source!r} from the Hugging Face hub ({type(error).__name__}: {first_line(error)}). "
             "If this machine is offline, copy the data set's train/validation/test files (text;label .txt, .csv, .jsonl "
-            "or .parquet) into a folder and pass it: --data /path/to/folder"
+            "or .parquet) or its hub repository (huggingface_hub.snapshot_download) into a folder and pass it: --data /path/to/folder"
         ) from error
-    result = {}
+
+
+def _load_folder(folder: Path) -> DatasetDict:
+    """A folder not in our own format, as ``datasets.load_dataset`` reads it: a copy of a hub data set's repository
+    (README.md with its configs, and the data files, as ``huggingface_hub.snapshot_download`` writes it), or data
+    files whose names say the split."""
+    import yaml
+    from datasets import load_dataset
+    from datasets.exceptions import DatasetsError
+
+    try:
+        return load_dataset(str(folder))
+    # What datasets raises for a folder it cannot read: its own errors, no data files (OSError), a README whose YAML
+    # does not parse, files or configs it rejects (ValueError, pyarrow's ArrowInvalid among them).
+    except (DatasetsError, OSError, ValueError, yaml.YAMLError) as error:
+        cause = f"; {first_line(error.__cause__)}" if error.__cause__ is not None else ""
+        raise DataError(
+            f"{folder}: holds no train/validation/test files ({_file_names('train')}, ...) and datasets.load_dataset "
+            f"cannot read it ({type(error).__name__}: {first_line(error)}{cause}). Put the three split files there, or a "
+            "copy of a hub data set's repository (its README.md and data files, as huggingface_hub.snapshot_download writes it)"
+        ) from error
+
+
+def _from_datasets(loaded: DatasetDict, source: str) -> tuple[dict[str, Dataset], tuple[str, ...]]:
+    """Our three splits and the label names from what ``datasets.load_dataset`` read (a hub id or a folder)."""
+    from datasets import ClassLabel
+
+    chosen = {}
     for split, names in SPLIT_NAMES.items():
         name = next((n for n in names if n in loaded), None)
         if name is None:
-            raise DataError(f"hub data set {source!r} has no {split} split (it has {', '.join(loaded)})")
+            raise DataError(f"data set {source!r} has no {split} split (it has {', '.join(loaded)}); it needs train, validation and test")
         dataset = loaded[name]
         if "text" not in dataset.column_names or "label" not in dataset.column_names:
-            raise DataError(f"hub data set {source!r} split {name!r} lacks 'text' and 'label' columns")
-        result[split] = dataset.select_columns(["text", "label"])
-    return result
+            columns = ", ".join(dataset.column_names)
+            raise DataError(f"data set {source!r} split {name!r} lacks 'text' and 'label' columns (it has {columns})")
+        chosen[split] = (name, dataset.select_columns(["text", "label"]))
+    feature = chosen["train"][1].features["label"]
+    if isinstance(feature, ClassLabel):  # the data set's own names and ids (dair-ai/emotion: sadness 0 ... surprise 5)
+        for name, dataset in chosen.values():
+            if min(dataset["label"], default=0) < 0:  # as GLUE's test splits: -1, no label
+                raise DataError(f"data set {source!r} split {name!r} has examples without a label (-1); every split needs labels")
+        return {split: dataset for split, (_, dataset) in chosen.items()}, tuple(feature.names)
+    # Plain names or ids: the same rule as our own files.
+    rows: dict[str, list[Row]] = {}
+    for split, (name, dataset) in chosen.items():
+        rows[split] = []
+        for i, (text, label) in enumerate(zip(dataset["text"], dataset["label"])):
+            where = f"{source} split {name} row {i}"
+            rows[split].append((where, text, label_value(label, where)))
+    return _from_rows(rows, f"{source} split {chosen['train'][0]}")
 
 
 def load_splits(
@@ -189,22 +286,24 @@ def load_splits(
     max_eval_samples: int | None = None,
     seed: int = 0,
 ) -> Splits:
-    """Read the three splits from a local folder or a hub id.
+    """Read the three splits and the label names from a local folder or a hub id.
 
     ``max_train_samples`` and ``max_eval_samples`` take a seeded random subset of train and validation, for
     budget runs. The test split is always whole, so that test accuracy means the same thing in every run.
     """
     folder = local_path(source)
-    if folder.is_dir():
-        splits = {split: read_split_file(find_split_file(folder, split)) for split in SPLIT_NAMES}
+    if folder.is_dir() and has_split_files(folder):
+        splits, labels = _read_folder(folder)
+    elif folder.is_dir():
+        splits, labels = _from_datasets(_load_folder(folder), source)
     elif looks_like_path(source):
         raise DataError(f"data folder {source!r} does not exist; pass a folder with train/validation/test files or a hub id")
     else:
-        splits = _load_hub(source)
+        splits, labels = _from_datasets(_load_hub(source), source)
     for split, limit in (("train", max_train_samples), ("validation", max_eval_samples)):
         if limit is not None and limit < len(splits[split]):
             splits[split] = splits[split].shuffle(seed=seed).select(range(limit))
-    return Splits(source=source, **splits)
+    return Splits(source=source, labels=labels, **splits)
 
 
 @dataclass

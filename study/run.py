@@ -79,12 +79,13 @@ def resume_command(argv: list[str] | None) -> str:
     return " ".join(["python -m study.run", *(shlex.quote(mask_url(a)) for a in args)])
 
 
-def create_or_load(storage, settings: StudySettings) -> optuna.Study:
+def create_or_load(storage, settings: StudySettings, labels: tuple[str, ...]) -> optuna.Study:
     study = optuna.create_study(study_name=settings.resolved_study_name(), storage=storage, directions=settings.directions,
                                 pruner=make_pruner(settings), load_if_exists=True)
     if "settings" not in study.user_attrs:
         study.set_user_attr("settings", settings.identity())
         study.set_user_attr(ARTIFACT_STORE_ATTR, settings.artifact_location)
+        study.set_user_attr("labels", list(labels))  # the label names the data gave, by id
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(settings.metric_names)
@@ -111,7 +112,7 @@ def run_study(settings: StudySettings, argv: list[str] | None) -> int:
     tokenizer, data = prepare_data(settings)  # bad data fails here, before the storage or the study is made
     storage = open_storage(settings.storage)
     check_stored_settings(storage, settings)
-    study = create_or_load(storage, settings)
+    study = create_or_load(storage, settings, data.labels)
     # The workers and every later command use the store the study was made with, unless told another.
     settings = replace(settings, artifact_store=artifact_location(study, settings))
     store = open_store(settings.artifact_location)

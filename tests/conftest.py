@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -11,6 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One torch thread, here and in the commands the tests start: the models are tiny, and on a busy machine two threads
 # spin against each other (a tiny trial took 5 s of CPU with two threads, 0.7 s with one).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# datasets.load_dataset converts a folder's files into its cache: a temporary one (removed at exit), not ~/.cache.
+_DATASETS_CACHE = tempfile.TemporaryDirectory(prefix="hf-datasets-")
+os.environ.setdefault("HF_DATASETS_CACHE", _DATASETS_CACHE.name)
 
 from pathlib import Path  # noqa: E402
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from emotion_core.labels import LABELS
-
 WORDS = {
     "sadness": ["sad", "lonely", "miserable", "gloomy", "heartbroken"],
     "joy": ["happy", "glad", "cheerful", "delighted", "joyful"],
@@ -24,33 +22,75 @@ TEMPLATES = [
     "honestly when i think of the {t} i am {w}",
     "after the {t} i was so {w}",
 ]
+# Another data set: three sentiment labels that share no word with the emotions.
+SENTIMENT_WORDS = {
+    "positive": ["great", "wonderful", "excellent", "superb", "fine"],
+    "negative": ["awful", "terrible", "dreadful", "poor", "bad"],
+    "neutral": ["ordinary", "average", "typical", "plain", "normal"],
+}
 THINGS = ["weather", "news", "party", "job", "trip", "movie", "letter", "garden", "exam", "dinner"]
 
 
-def sentences(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """``n`` (text, label name) pairs, every label equally often; the emotion word decides the label."""
+def sentences(n: int, seed: int = 0, words: dict[str, list[str]] = WORDS) -> list[tuple[str, str]]:
+    """``n`` (text, label name) pairs, every label of ``words`` equally often; the label's word decides the label."""
     rng = random.Random(seed)
+    labels = list(words)
     rows = []
     for i in range(n):
-        label = LABELS[i % len(LABELS)]
-        text = rng.choice(TEMPLATES).format(w=rng.choice(WORDS[label]), t=rng.choice(THINGS))
+        label = labels[i % len(labels)]
+        text = rng.choice(TEMPLATES).format(w=rng.choice(words[label]), t=rng.choice(THINGS))
         rows.append((text, label))
     rng.shuffle(rows)
     return rows
 
 
-def write_txt_folder(folder: Path, n_train: int = 120, n_eval: int = 48, seed: int = 0) -> Path:
+def write_txt_folder(folder: Path, n_train: int = 120, n_eval: int = 48, seed: int = 0, words: dict[str, list[str]] = WORDS) -> Path:
     """A data folder in the original ``text;label`` format."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, n, offset in (("train", n_train, 0), ("validation", n_eval, 1), ("test", n_eval, 2)):
-        lines = [f"{text};{label}" for text, label in sentences(n, seed + offset)]
+        lines = [f"{text};{label}" for text, label in sentences(n, seed + offset, words)]
         (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def write_hub_folder(folder: Path, names: list[str], rows: dict[str, list[tuple[str, str]]]) -> Path:
+    """A data set repository as the hub's download tools write it (dair-ai/emotion's layout): README.md whose YAML
+    declares a ``split`` config (the default) and an ``unsplit`` one, with ``label`` a ``class_label`` of ``names``, and
+    parquet files under split/ and unsplit/. The parquet holds plain integer labels: the names are the README's."""
+    import pandas as pd
+    import yaml
+
+    frames = {split: pd.DataFrame({"text": [t for t, _ in r], "label": [names.index(label) for _, label in r]})
+              for split, r in rows.items()}
+    frames["unsplit/train"] = pd.concat(list(frames.values()), ignore_index=True)
+
+    def info(config: str, splits: list[str]) -> dict:  # a new dict each time: yaml writes no &anchors, as the hub's cards
+        label = {"class_label": {"names": {str(i): name for i, name in enumerate(names)}}}
+        sizes = [{"name": s.split("/")[-1], "num_bytes": int(frames[s]["text"].str.len().sum()), "num_examples": len(frames[s])}
+                 for s in splits]
+        features = [{"name": "text", "dtype": "string"}, {"name": "label", "dtype": label}]
+        return {"config_name": config, "features": features, "splits": sizes}
+
+    card = {
+        "task_categories": ["text-classification"],
+        "dataset_info": [info("split", list(rows)), info("unsplit", ["unsplit/train"])],
+        "configs": [
+            {"config_name": "split", "data_files": [{"split": s, "path": f"split/{s}-*"} for s in rows], "default": True},
+            {"config_name": "unsplit", "data_files": [{"split": "train", "path": "unsplit/train-*"}]},
+        ],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(f"---\n{yaml.safe_dump(card, sort_keys=False)}---\n\n# A synthetic data set\n")
+    for name, frame in frames.items():
+        path = folder / (name if "/" in name else f"split/{name}")
+        path.parent.mkdir(exist_ok=True)
+        frame.to_parquet(f"{path}-00000-of-00001.parquet", index=False)
     return folder
 
 
 def vocabulary() -> list[str]:
     words = {w for template in TEMPLATES for w in template.split() if "{" not in w}
-    words |= {w for ws in WORDS.values() for w in ws} | set(THINGS)
+    words |= {w for ws in (*WORDS.values(), *SENTIMENT_WORDS.values()) for w in ws} | set(THINGS)
     return sorted(words)
 
 

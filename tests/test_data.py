@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pandas as pd
@@ -5,7 +6,7 @@ import pytest
 
 from emotion_core.data import DataError, load_splits, tokenize_splits
 from emotion_core.labels import LABEL2ID, LABELS
-from tests.synthetic import sentences, write_txt_folder
+from tests.synthetic import SENTIMENT_WORDS, sentences, write_hub_folder, write_txt_folder
 
 
 def write_format(folder, extension, rows_by_split, label_as_id=False, val_name="validation"):
@@ -110,3 +111,89 @@ def test_eval_splits_are_sorted_by_length(tokenized):
     lengths = tokenized.validation["length"]
     assert lengths == sorted(lengths, reverse=True)
     assert tokenized.train["length"] != sorted(tokenized.train["length"], reverse=True)
+
+
+SENTIMENT_SIZES = (("train", 30, 0), ("validation", 9, 1), ("test", 12, 2))  # sentences and seed of each split
+SENTIMENT_ROWS = {split: sentences(n, seed, SENTIMENT_WORDS) for split, n, seed in SENTIMENT_SIZES}
+
+
+def write_txt(folder, rows_by_split):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in rows_by_split.items():
+        (folder / f"{split}.txt").write_text("".join(f"{t};{l}\n" for t, l in rows))
+    return folder
+
+
+def test_hub_layout_folder_loads_offline_with_its_class_names(tmp_path):
+    hub = write_hub_folder(tmp_path / "emotion", list(LABELS), ROWS)
+    assert {p.name for p in (hub / "split").iterdir()} == {f"{s}-00000-of-00001.parquet" for s in ROWS}
+    splits = load_splits(str(hub))  # the tests run with HF_HUB_OFFLINE=1 and HF_DATASETS_OFFLINE=1
+    assert splits.labels == LABELS
+    # the default config's three splits, not the unsplit config's single one (which holds all 54 rows)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (30, 12, 12)
+    assert splits.fingerprint() == load_splits(str(write_txt(tmp_path / "txt", ROWS))).fingerprint()
+
+
+def test_hub_layout_folder_with_other_class_names_keeps_its_order(tmp_path):
+    names = ["positive", "negative", "neutral"]  # not sorted: the data set's own ids win
+    splits = load_splits(str(write_hub_folder(tmp_path / "sentiment", names, SENTIMENT_ROWS)))
+    assert splits.labels == tuple(names)
+    assert splits.test["label"] == [names.index(label) for _, label in SENTIMENT_ROWS["test"]]
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (30, 9, 12)
+
+
+@pytest.mark.parametrize(
+    "words,expected",
+    [
+        (SENTIMENT_WORDS, ("negative", "neutral", "positive")),  # names found in the files: sorted
+        ({"joy": ["happy"], "sadness": ["sad"]}, ("joy", "sadness")),  # some emotion names, not all six: sorted too
+        ({name: ["happy"] for name in reversed(LABELS)}, LABELS),  # exactly the six: the emotion data set's order
+    ],
+)
+def test_label_names_come_from_the_train_split(tmp_path, words, expected):
+    rows = {split: sentences(n, seed, words) for split, n, seed in (("train", 18, 0), ("validation", 6, 1), ("test", 6, 2))}
+    txt = load_splits(str(write_txt(tmp_path / "txt", rows)))
+    assert txt.labels == expected
+    assert txt.train["label"] == [expected.index(label) for _, label in rows["train"]]
+    # the same data in another format and another row order gives the same names and ids
+    shuffled = {split: list(reversed(r)) for split, r in rows.items()}
+    jsonl = load_splits(str(write_format(tmp_path / "jsonl", "jsonl", shuffled)))
+    assert jsonl.labels == expected
+    assert jsonl.train["label"] == list(reversed(txt.train["label"]))
+
+
+def test_a_label_the_train_split_lacks_is_an_error(tmp_path):
+    rows = dict(SENTIMENT_ROWS, test=[*SENTIMENT_ROWS["test"], ("i feel fine", "mixed")])
+    folder = write_format(tmp_path / "csv", "csv", rows)
+    with pytest.raises(DataError, match=r"test.csv line 14: unknown label 'mixed': the train split \(.*train.csv\) has no such label"):
+        load_splits(str(folder))
+    rows = dict(SENTIMENT_ROWS, validation=[("i feel fine", "3")])  # an id past the three names
+    with pytest.raises(DataError, match=r"validation.txt:1: unknown label '3': an integer label is an id, 0-2"):
+        load_splits(str(write_txt(tmp_path / "txt", rows)))
+    rows = dict(SENTIMENT_ROWS, train=[("i feel fine", "positive")])
+    with pytest.raises(DataError, match=r"train.txt: every example has the label 'positive'"):
+        load_splits(str(write_txt(tmp_path / "one", rows)))
+
+
+def test_label_names_are_part_of_the_fingerprint_and_cache_key(tmp_path, data_folder, tokenizer):
+    splits = load_splits(data_folder)
+    renamed = dataclasses.replace(splits, labels=tuple(name.upper() for name in splits.labels))  # the same ids
+    assert renamed.fingerprint() != splits.fingerprint()
+    assert tokenize_splits(renamed, tokenizer, cache_dir=tmp_path).key != tokenize_splits(splits, tokenizer, cache_dir=tmp_path).key
+
+
+def test_a_folder_that_datasets_cannot_read_is_a_data_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="holds no train/validation/test files .* datasets.load_dataset cannot read it") as error:
+        load_splits(str(empty))
+    assert isinstance(error.value.__cause__, FileNotFoundError)  # the cause is kept
+    hub = write_hub_folder(tmp_path / "corrupt", list(LABELS), ROWS)
+    (hub / "split" / "train-00000-of-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="datasets.load_dataset cannot read it"):
+        load_splits(str(hub))
+    only_train = tmp_path / "only-train"
+    only_train.mkdir()
+    pd.DataFrame({"text": ["i feel great", "i feel awful"], "label": ["positive", "negative"]}).to_parquet(only_train / "data.parquet")
+    with pytest.raises(DataError, match="has no validation split"):
+        load_splits(str(only_train))
