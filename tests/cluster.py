@@ -44,7 +44,8 @@ def unshare_prefix() -> tuple[str, ...]:
     """The command prefix that gives a process a host name of its own (a UTS namespace), or a skip that says why.
 
     As root ``unshare --uts`` does it; an unprivileged user gets the same inside a user namespace of its own, where it is
-    root (``--map-root-user``). Neither forks: the command keeps the PID that Popen returns, so signals reach it directly."""
+    root (``--map-root-user``). Neither forks: the command keeps the PID that Popen returns, so signals reach it directly.
+    The probe also needs the ``hostname`` command (Debian: package hostname), which Machine.command runs."""
     if not shutil.which("unshare"):
         pytest.skip("unshare (util-linux) is not installed: a Machine cannot have a host name of its own")
     tried = []
@@ -73,7 +74,8 @@ def copy_working_tree(source: Path, destination: Path) -> None:
 class Machine:
     """A stand-in for another machine: its own copy of the project (``repo``, the cwd and ``PYTHONPATH`` of its commands),
     its own host name, ``output_dir`` and ``TMPDIR``; no disk is shared with the test or other Machines except what the
-    test passes on purpose. The Python (sys.executable and its packages), HOME and the PID namespace are shared.
+    test passes on purpose. Shared with the test: the Python (sys.executable and its packages), HOME, a literal /tmp
+    and the PID namespace (the product tells machines apart by host name and PID namespace: the host name differs).
 
     Each command starts in a process group of its own (its workers too), so ``kill``/``freeze``/``thaw`` reach all of them."""
 
@@ -81,7 +83,6 @@ class Machine:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
             raise ValueError(f"{name!r} is not a host name")
         self.name = name
-        self._prefix = unshare_prefix()
         self.home = Path(root) / name
         self.repo, self.output_dir, self.tmp, self.logs = (self.home / d for d in ("repo", "out", "tmp", "logs"))
         for folder in (self.repo, self.output_dir, self.tmp, self.logs):
@@ -97,7 +98,7 @@ class Machine:
 
     def command(self, args: list[str]) -> list[str]:
         # The host name is set inside the new namespace, then exec: the command is the process that Popen started.
-        return [*self._prefix, "sh", "-c", 'hostname "$0" && exec "$@"', self.name, *map(str, args)]
+        return [*unshare_prefix(), "sh", "-c", 'hostname "$0" && exec "$@"', self.name, *map(str, args)]
 
     def popen(self, args: list[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
         """Start ``args`` on this machine. Its stdout and stderr go to files under ``logs`` unless kwargs say otherwise
@@ -397,7 +398,7 @@ def postgres_url_or_skip(url: str = POSTGRES) -> Iterator[tuple[str, str]]:
 
         psycopg2.connect(url, connect_timeout=3).close()
     except Exception as error:  # ImportError, or OperationalError: not running, refused, no database
-        pytest.skip(f"PostgreSQL is not reachable at {url} ({str(error).strip()}); start it to run this test")
+        pytest.skip(f"PostgreSQL is not reachable at {url} ({' '.join(str(error).split())}); start it to run this test")
     prefix = f"cluster-{uuid.uuid4().hex[:10]}-"
     try:
         yield url, prefix
