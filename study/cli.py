@@ -49,6 +49,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser, names: Iterable[str]
         parser.add_argument(flag, type=kind, default=default, help=help_text, **extra)
 
 
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --tokenizer and --data for a command that reads a study made elsewhere: where this machine keeps them,
+    if not where the study was run (checked to hold the same content)."""
+    for name in StudySettings.SOURCES:
+        parser.add_argument(f"--{name}", help=f"the study's {name} on this machine, if not where the study was run "
+                            "(it must hold the same content: compared by hash)")
+
+
 def settings_from_args(args: argparse.Namespace) -> StudySettings:
     """The settings the flags give, checked (StudySettings.check)."""
     names = {f.name for f in fields(StudySettings)}

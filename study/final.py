@@ -24,7 +24,7 @@ import optuna
 
 from emotion_core.data import TokenizedSplits
 from study.artifacts import dashboard_command, open_store, upload
-from study.cli import add_settings_arguments, check_positive, configure_logging, run_main
+from study.cli import add_settings_arguments, add_source_arguments, check_positive, configure_logging, run_main
 from study.errors import logged_to
 from study.inputs import prepare_data
 from study.plots import save_confusion_matrix
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "test split, and write report.json, report.md and the trained weights.",
     )
     add_settings_arguments(parser, ["storage", "study_name", "artifact_store", "output_dir", "verbose"])
+    add_source_arguments(parser)
     parser.add_argument("--trial", type=int, help="retrain this completed trial instead of the best (or the front's most accurate)")
     parser.add_argument("--seeds", type=int, default=1, help="retrain with this many seeds (the study's seed and the next ones) and "
                         "report the mean test accuracy, its standard deviation and a 95%% bootstrap interval over test sentences "
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     check_positive("seeds", args.seeds)
     configure_logging(args.verbose)
     study = load_stored_study(args.storage, args.study_name)
-    settings = stored_settings(study, storage=args.storage, output_dir=args.output_dir, verbose=args.verbose, artifact_store=args.artifact_store)
+    settings = stored_settings(study, storage=args.storage, output_dir=args.output_dir, verbose=args.verbose, artifact_store=args.artifact_store,
+                               model=args.model, tokenizer=args.tokenizer, data=args.data)
     settings = replace(settings, artifact_store=artifact_location(study, settings))
     with logged_to(settings.study_dir, settings.batch_size):
         return retrain_trial(study, settings, args.trial, args.seeds)

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from emotion_core.data import TokenizedSplits, load_splits, tokenize_splits
 from emotion_core.models import check_model, load_tokenizer
+from emotion_core.sources import fingerprint
 from study.settings import StudySettings
+
+
+def fingerprints(settings: StudySettings) -> dict[str, str]:
+    """What the study's model, tokenizer and data are, by content (emotion_core.sources.fingerprint)."""
+    sources = {"model": settings.model, "tokenizer": settings.tokenizer_name, "data": settings.data}
+    return {key: fingerprint(source, settings.fingerprint_cache) for key, source in sources.items()}
 
 
 def prepare_data(settings: StudySettings) -> tuple[object, TokenizedSplits]:

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="sentences to classify (default: one per line from stdin)")
     add_settings_arguments(parser, ["storage", "study_name", "artifact_store", "output_dir", "verbose"])
-    parser.add_argument("--model", help="the base model's folder on this machine, if not where the study was run")
+    parser.add_argument("--model", help="the study's model on this machine, if not where the study was run (it must hold the same content)")
     return parser
 
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if FINAL_ATTR not in study.user_attrs:
         raise UsageError(f"no final model for study {study.study_name!r}; run python -m study.final --storage {mask_url(args.storage)} "
                          f"--study-name {study.study_name} first")
-    settings = stored_settings(study, storage=args.storage, output_dir=args.output_dir, artifact_store=args.artifact_store)
+    settings = stored_settings(study, storage=args.storage, output_dir=args.output_dir, artifact_store=args.artifact_store, model=args.model)
     settings = replace(settings, artifact_store=artifact_location(study, settings))
     with logged_to(settings.study_dir):
         model, tokenizer = load_final_model(fetch_final(study, settings), args.model)

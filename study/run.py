@@ -20,14 +20,14 @@ from emotion_core.cache import ModelCache
 from study.artifacts import dashboard_command, open_store
 from study.cli import add_settings_arguments, configure_logging, run_main, settings_from_args
 from study.errors import logged_to
-from study.inputs import prepare_data
+from study.inputs import fingerprints, prepare_data
 from study.objective import Objective
 from study.progress import Progress, params_text, state_counts, values_text
 from study.sampling import make_pruner, make_sampler
 from study.settings import StudySettings
 from study.liveness import recover_dead_trials
 from study.storage import open_storage, storage_exists, study_exists
-from study.studies import ARTIFACT_STORE_ATTR, artifact_location, check_stored_settings, count_finished, pareto_front, pick_trial
+from study.studies import ARTIFACT_STORE_ATTR, FINGERPRINTS_ATTR, artifact_location, check_stored_settings, count_finished, pareto_front, pick_trial
 from study.trials import TrialsKeepFailing, run_trials
 from study.urls import mask_url
 from study.workers import run_workers
@@ -86,6 +86,7 @@ def create_or_load(storage, settings: StudySettings, labels: tuple[str, ...]) ->
         study.set_user_attr("settings", settings.identity())
         study.set_user_attr(ARTIFACT_STORE_ATTR, settings.artifact_location)
         study.set_user_attr("labels", list(labels))  # the label names the data gave, by id
+        study.set_user_attr(FINGERPRINTS_ATTR, fingerprints(settings))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(settings.metric_names)

@@ -10,6 +10,7 @@ from typing import Any
 
 from emotion_core import variants
 from emotion_core.precision import PRECISIONS
+from emotion_core.sources import local_path, looks_like_path
 from emotion_core.training.config import TrainConfig
 from study.errors import UsageError
 from study.urls import is_sqlite, storage_key
@@ -73,9 +74,12 @@ class StudySettings:
         "folder for this machine's outputs: <output-dir>/<storage>/<study>/ (final report, logs), caches"))
     verbose: bool = field(default=False, metadata=_help("show the Trainer's progress bars, library logs and the tracebacks of errors"))
 
-    # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them.
+    # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them. The
+    # model, tokenizer and data are compared by content (SOURCES: study.inputs.fingerprints), not by path, so that each
+    # machine may keep them where it likes.
     IDENTITY = ("model", "tokenizer", "data", "variant", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "target_modules",
                 "objective")
+    SOURCES = ("model", "tokenizer", "data")
 
     def check(self) -> None:
         """Refuse what cannot run, before anything is read or written."""
@@ -112,7 +116,11 @@ class StudySettings:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model}-{self.variant}{suffix}")
 
     def identity(self) -> dict:
+        """The identity settings, local paths made absolute (another command, run elsewhere in the tree, finds them)."""
         values = asdict(self)
+        for key in self.SOURCES:
+            if values[key] is not None and looks_like_path(values[key]):
+                values[key] = str(local_path(values[key]).resolve())
         return {key: values[key] for key in self.IDENTITY}
 
     def train_config(self, params: dict[str, Any]) -> TrainConfig:
@@ -169,3 +177,7 @@ class StudySettings:
     @property
     def cache_dir(self) -> Path:
         return Path(self.output_dir) / "cache" / "tokenized"
+
+    @property
+    def fingerprint_cache(self) -> Path:
+        return Path(self.output_dir) / "cache" / "fingerprints.json"

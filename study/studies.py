@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from study.errors import UsageError
+from study.inputs import fingerprints
 from study.settings import StudySettings
 from study.storage import open_storage, storage_exists, study_exists
 from study.urls import mask_url
@@ -18,6 +19,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MEMORY_ATTR = "peak_memory_mib"
 FINAL_ATTR = "final"  # the study's final model: its files' artifact ids, trial and time (study.final)
 ARTIFACT_STORE_ATTR = "artifact_store"  # where the study's artifacts are (study.artifacts)
+FINGERPRINTS_ATTR = "fingerprints"  # its model, tokenizer and data by content (study.inputs.fingerprints)
 
 
 def count_finished(study: optuna.Study) -> int:
@@ -58,26 +60,49 @@ def load_stored_study(storage_url: str, name: str | None, *, say=print, final: b
 
 
 def stored_settings(study: optuna.Study, **overrides) -> StudySettings:
-    """The settings ``study`` was made with (study.run stores them), with ``overrides`` (storage, output folder)."""
+    """The settings ``study`` was made with (study.run stores them), with ``overrides`` (storage, output folder; the
+    model, tokenizer or data where this machine keeps them elsewhere, which must hold the same content). An override
+    of None keeps the stored value."""
     stored = study.user_attrs.get("settings")
     if stored is None:
         raise UsageError(f"study {study.study_name!r} was not made by study.run: it stores no settings")
     known = {f.name for f in fields(StudySettings)}
-    return StudySettings(**{**{k: v for k, v in stored.items() if k in known}, "study_name": study.study_name, **overrides})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    settings = StudySettings(**{**{k: v for k, v in stored.items() if k in known}, "study_name": study.study_name, **given})
+    if any(k in given for k in StudySettings.SOURCES):
+        differences = _source_differences(study, settings, stored)
+        if differences:
+            raise UsageError(f"study {study.study_name!r} was made with another model or data ({'; '.join(differences)})")
+    return settings
+
+
+def _source_differences(study: optuna.Study, settings: StudySettings, stored: dict) -> list[str]:
+    """The model, tokenizer or data given that hold other content than the study was made with."""
+    prints = study.user_attrs.get(FINGERPRINTS_ATTR)
+    if not prints:  # a study made before fingerprints: compare as given
+        return [f"--{k}: stored {stored.get(k)!r}, given {settings.identity()[k]!r}" for k in StudySettings.SOURCES
+                if stored.get(k) != settings.identity()[k]]
+    now = fingerprints(settings)
+    return [f"--{k}: stored {stored.get(k)!r} ({prints[k]}), given {getattr(settings, k) or settings.model!r} ({now[k]}, other content)"
+            for k in StudySettings.SOURCES if prints.get(k) != now[k]]
 
 
 def check_stored_settings(storage, settings: StudySettings) -> None:
-    """Refuse a run whose identity settings differ from those the stored study was made with."""
+    """Refuse a run whose identity settings differ from those the stored study was made with (the model, tokenizer
+    and data by content, wherever they lie)."""
     name = settings.resolved_study_name()
     if not study_exists(storage, name):
         return
-    stored = optuna.load_study(study_name=name, storage=storage).user_attrs.get("settings")
+    study = optuna.load_study(study_name=name, storage=storage)
+    stored = study.user_attrs.get("settings")
     if stored is None:
         return
     current = settings.identity()
     # A setting added after the study was made (objective) has its default there.
     stored = {**StudySettings().identity(), **stored}
-    differences = [f"--{k.replace('_', '-')}: stored {stored.get(k)!r}, given {current[k]!r}" for k in current if stored.get(k) != current[k]]
+    differences = [f"--{k.replace('_', '-')}: stored {stored.get(k)!r}, given {current[k]!r}" for k in current
+                   if k not in StudySettings.SOURCES and stored.get(k) != current[k]]
+    differences += _source_differences(study, settings, stored)
     if differences:
         raise UsageError(
             f"study {name!r} in {mask_url(settings.storage)} was made with other settings ({'; '.join(differences)}). "

@@ -9,6 +9,7 @@ import pytest
 
 from study import final, predict, run
 from study.cli import run_main
+from tests.conftest import study_dir
 from tests.synthetic import SENTIMENT_WORDS, sentences, write_hub_folder, write_txt_folder
 
 SIZES = {"train": (240, 0), "validation": (60, 1), "test": (60, 2)}  # sentences and seed, as write_txt_folder's
@@ -38,9 +39,9 @@ def test_run_final_and_predict_on_three_labels(kind, study_args, tmp_path, capsy
     assert run_main(run.main, ["--trials", "2", "--variant", "head", *args]) == 0
     assert optuna.load_study(study_name="t", storage=storage).user_attrs["labels"] == names
 
-    where = ["--study-name", "t", "--output-dir", args[args.index("--output-dir") + 1]]
-    assert run_main(final.main, ["--storage", storage, *where]) == 0
-    report = json.loads((Path(where[-1]) / "t" / "final" / "report.json").read_text())
+    where = ["--storage", storage, "--study-name", "t", "--output-dir", args[args.index("--output-dir") + 1]]
+    assert run_main(final.main, where) == 0
+    report = json.loads((study_dir(args) / "final" / "report.json").read_text())
     assert report["labels"] == names and list(report["per_class"]) == names
     assert len(report["confusion_matrix"]) == 3 and report["n_test"] == 60
     assert report["test_accuracy"] > 0.8  # it learned: ids and names agree from the data to the head
