@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SmolLM2-135M LoRA studies on a lent H200, in one prepared run. NOT YET RUN ON A GPU (its dry run passes on the CPU).
+# SmolLM2-135M LoRA studies on a lent H200, in one prepared run. NOT YET RUN ON A GPU; its CPU dry run is
+# tests/test_scripts.py::test_gpu_study_dry_run, which runs once study.final has --seeds.
 #
 # What it measures (files under $OUT, printed as each part ends):
 #   scaling.json  one small study (16 trials, 1 epoch over 2000 training sentences, 500 validation sentences), fresh each
