@@ -238,10 +238,11 @@ run() {
     started=$(now_s)
     timeout -s INT "$left" "$python" -m study.final --seeds "$seeds" --storage "$work/smollm2-lora-gpu.journal" \
         --study-name smollm2-lora-gpu --output-dir "$work/storage" 2>&1 | tee -a "$out/study.log" || code=$?
-    local report=$work/storage/smollm2-lora-gpu/final/report.json
-    [ -f "$report" ] && cp "$report" "$out/report.json"
+    local report
+    report=$(ls "$work"/storage/*/smollm2-lora-gpu/final/report.json 2>/dev/null | head -n 1)  # <output-dir>/<storage>/<study>/
+    [ -n "$report" ] && cp "$report" "$out/report.json"
     python3 scripts/gpu_study_summary.py final "$work/study.jsonl" "$report" "$(since "$started")" "$code" "$out/study.json"
-    cat "$work"/storage/*/errors.log > "$out/errors.log" 2>/dev/null || rm -f "$out/errors.log"
+    cat "$work"/storage/*/*/errors.log > "$out/errors.log" 2>/dev/null || rm -f "$out/errors.log"
     echo "== done in $(( SECONDS - start )) s; files in $out: $(ls "$out" | tr '\n' ' ')"
     [ "$code" = 0 ]
 }
