@@ -96,7 +96,7 @@ def markdown(summary: dict) -> str:
         "Weights: `get_memory_footprint()` of the loaded model. Training peak: "
         + ("`torch.cuda.max_memory_allocated` during training, weights included."
            if summary["gpu"] else
-           "growth of the process's resident memory during training (each variant in a fresh process), weights not included; "
+           "the CPU tensor storage that training allocated and held at its peak (emotion_core.memory), weights not included; "
            "process peak RSS: the whole process's peak, weights, libraries and what loading left behind included."),
         f"Train time includes the validation passes during training ({TrainConfig.evals_per_epoch} per epoch).",
     ]

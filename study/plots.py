@@ -10,13 +10,14 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from emotion_core.memory import format_mib
 from study.studies import pareto_study
 
 PARETO_TARGETS = ["val accuracy", "peak memory (MiB)"]
 
 
-def mib(value: float) -> str:
-    return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
+def mib(value: float | None) -> str:
+    return format_mib(value)
 
 
 def _pyplot():
@@ -96,7 +97,7 @@ def bar_chart(summary: dict, path: Path) -> Path:
         series.append(("peak_rss_mib", "process peak RSS"))
     width = 0.8 / len(series)
     for i, (key, label) in enumerate(series):
-        bars = right.bar(x + (i - (len(series) - 1) / 2) * width, [r[key] for r in rows], width, label=label)
+        bars = right.bar(x + (i - (len(series) - 1) / 2) * width, [r[key] or 0 for r in rows], width, label=label)
         right.bar_label(bars, labels=[mib(r[key]) for r in rows], fontsize=8)
     right.set(xticks=x, xticklabels=names, ylabel="MiB", title="Memory")
     right.legend(fontsize=8)

@@ -113,3 +113,20 @@ def test_a_bigger_setting_reports_more_memory(wide_model, few, tokenizer):
 def test_format_mib():
     assert [format_mib(v) for v in (None, 0.146, 5.171, 41.19, 567.5, 1140.75)] == ["-", "0.146", "5.17", "41.2", "568", "1141"]
 
+
+def test_an_accuracy_memory_trial_without_a_figure_fails_with_the_reason(study_args, capsys):
+    """Inside another measurement a trial's own cannot count: an accuracy,memory study then has no number to put on
+    its front, so its trials fail with the reason instead of returning a meaningless one."""
+    import optuna
+
+    from study import run
+    from study.cli import run_main
+
+    with PeakMemory():
+        code = run_main(run.main, ["--trials", "1", "--objective", "accuracy,memory", "--variant", "head", *study_args])
+    assert code == 1 and "trials in a row failed" in capsys.readouterr().err  # it gives up after 3, as on any setup fault
+    storage = study_args[study_args.index("--storage") + 1]
+    trials = optuna.load_study(study_name="t", storage=storage).trials
+    assert trials and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    assert trials[0].user_attrs["fail_reason"].startswith("peak memory not measured: another profiler was running")
+    assert trials[0].user_attrs["peak_memory_mib"] is None and "another profiler" in trials[0].user_attrs["peak_memory_note"]
