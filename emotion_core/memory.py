@@ -76,7 +76,8 @@ class TensorPeak:
         if not torch.autograd.kineto_available():
             return "this PyTorch build has no Kineto profiler to count CPU tensor memory with"
         if torch.autograd._profiler_enabled():
-            return "another profiler was running (a PeakMemory inside another one, or torch.profiler): CPU tensor memory is counted by the outer one only"
+            return ("another profiler was running (a PeakMemory inside another one, or torch.profiler): "
+                    "CPU tensor memory is counted by the outer one only")
         # Kineto prints a line to stderr at each start and stop (its STAGE and USDT levels); it reads this once.
         os.environ.setdefault("KINETO_LOG_LEVEL", "6")
         from torch.optim.optimizer import register_optimizer_step_post_hook
