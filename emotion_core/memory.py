@@ -24,7 +24,9 @@ What ``PeakMemory.peak_mib`` is:
   256-wide test model (whose operators are so small that each allocation counts).
 
   ``peak_mib`` is None, with the reason in ``note``, where the count cannot be made: another profiler is already
-  running on the thread (a ``PeakMemory`` inside another one, or ``torch.profiler``), or the build has no Kineto.
+  running on the thread (a ``PeakMemory`` inside another one, or ``torch.profiler``), the build has no Kineto, or
+  the profiler's private API (``torch._C._autograd._enable_profiler``, ``experimental_event_tree``; PyTorch 2.13 here)
+  failed.
 
 ``peak_rss_mib`` is the absolute peak RSS, sampled by a thread: it is not a figure of one run, but it shows a leak
 from one run to the next.
@@ -84,8 +86,8 @@ class TensorPeak:
 
         try:
             self._enable()
-        except RuntimeError as error:
-            return f"the profiler could not start: {error}"
+        except Exception as error:  # RuntimeError from the profiler; others where a PyTorch release moved its private API
+            return f"the profiler could not start: {error!r}"
         self._hook = register_optimizer_step_post_hook(self._after_step)
         return None
 
@@ -190,5 +192,9 @@ class PeakMemory:
             torch.cuda.synchronize()
             self.peak_mib = torch.cuda.max_memory_allocated() / MIB
         elif self._tensors is not None:
-            self._tensors.stop(count=exc_type is None)
+            try:
+                self._tensors.stop(count=exc_type is None)
+            except Exception as error:  # reading the events failed (a PyTorch release that moved its private API)
+                self.note = f"the profiler's memory events could not be read: {error!r}"
+                return
             self.peak_mib = self._tensors.peak_bytes / MIB if exc_type is None else None
