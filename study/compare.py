@@ -30,7 +30,8 @@ from emotion_core import variants
 from emotion_core.stats import mcnemar
 from study.cli import add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
 from study.errors import UsageError, logged_to
-from study.plots import bar_chart, mib
+from emotion_core.memory import format_mib
+from study.plots import bar_chart
 from study.progress import params_text
 from study.retraining import interval_text
 from study.settings import StudySettings
@@ -123,10 +124,10 @@ def markdown(summary: dict) -> str:
         if "error" in row:
             lines.append(f"| {row['variant']} | {params_text(row['params'])} | {row['source']} | failed: {row['error']} ||||||")
             continue
-        peak = mib(row["peak_memory_mib"]) if row["peak_memory_mib"] is not None else "-"
+        peak = format_mib(row["peak_memory_mib"])
         lines.append(
             f"| {row['variant']} | {params_text(row['params'])} | {row['source']} | {interval_text(row)} | "
-            f"{interval_text(row, 'test_macro_f1')} | {mib(row['weights_mib'])} | {peak} | {row['trainable_params']:,} | "
+            f"{interval_text(row, 'test_macro_f1')} | {format_mib(row['weights_mib'])} | {peak} | {row['trainable_params']:,} | "
             f"{row['train_seconds']:.1f} |"
         )
     if summary["pairs"]:
@@ -136,8 +137,15 @@ def markdown(summary: dict) -> str:
         for pair in summary["pairs"]:
             lines.append(f"| {pair['first']} vs {pair['second']} | {pair['only_first_right']} | {pair['only_second_right']} | "
                          f"{pair['p_value']:.3g} | {'yes' if pair['significant'] else 'no'} |")
-    lines += ["", "Weights: `get_memory_footprint()` of the loaded model. Training peak: see emotion_core/memory.py. Train s: the mean "
-              "over seeds, validation passes included."]
+    lines += [
+        "",
+        "Weights: `get_memory_footprint()` of the loaded model. Training peak: "
+        + ("`torch.cuda.max_memory_allocated` during training, weights included."
+           if summary["gpu"] else
+           "the CPU tensor storage that training allocated and held at its peak (emotion_core.memory), weights not included; "
+           "process peak RSS: the whole process's peak, weights, libraries and what loading left behind included."),
+        "Train s: the mean over seeds, validation passes included.",
+    ]
     return "\n".join(lines) + "\n"
 
 

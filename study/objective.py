@@ -115,5 +115,10 @@ class Objective:
             last = result.evaluations[-1]
             raise optuna.TrialPruned(f"pruned at step {last.step} with val accuracy {last.accuracy:.4f}")
         if self.settings.multi_objective:
-            return result.val_accuracy, round(result.peak_memory_mib, 1)
+            memory = result.summary()["peak_memory_mib"]  # as stored in the user attr
+            if memory is None:  # no number to put on the front: the trial fails, with the reason
+                reason = f"peak memory not measured: {result.peak_memory_note}"
+                trial.set_user_attr("fail_reason", reason)
+                raise TrialFailed(reason)
+            return result.val_accuracy, memory
         return result.val_accuracy

@@ -20,6 +20,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from emotion_core.memory import format_mib
 from study.studies import FINISHED, pareto_study
 
 ACCURACY = "validation accuracy"
@@ -36,10 +37,6 @@ SIZE = (9, 5)
 def _legend_outside(axes) -> None:
     """The legend to the right of the plot, where it hides no point (tight_layout makes room for it)."""
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
-
-
-def mib(value: float) -> str:
-    return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
 
 
 def _pyplot():
@@ -254,8 +251,8 @@ def bar_chart(summary: dict, path: Path) -> Path:
     series = [(key, label) for key, label in series if all(r.get(key) is not None for r in rows)]
     width = 0.8 / max(len(series), 1)
     for i, (key, label) in enumerate(series):
-        bars = right.bar(x + (i - (len(series) - 1) / 2) * width, [r[key] for r in rows], width, label=label)
-        right.bar_label(bars, labels=[mib(r[key]) for r in rows], fontsize=8)
+        bars = right.bar(x + (i - (len(series) - 1) / 2) * width, [r[key] or 0 for r in rows], width, label=label)
+        right.bar_label(bars, labels=[format_mib(r[key]) for r in rows], fontsize=8)
     right.set(xticks=x, xticklabels=names, ylabel="MiB", title="Memory")
     right.legend(fontsize=8)
     tuned = "tuned" if summary.get("from_study") else "default parameters"

@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from emotion_core.memory import format_mib
 from emotion_core.training import Evaluation
 
 
@@ -34,7 +35,7 @@ def values_text(trial: optuna.trial.FrozenTrial) -> str:
     if trial.values is None:
         return "val_acc=-"
     text = f"val_acc={trial.values[0]:.4f}"
-    return text + (f" mem={trial.values[1]:.0f}MiB" if len(trial.values) > 1 else "")
+    return text + (f" mem={format_mib(trial.values[1])}MiB" if len(trial.values) > 1 else "")
 
 
 def params_text(params: dict) -> str:

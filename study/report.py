@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from emotion_core.memory import format_mib
 from study.cli import add_settings_arguments, run_main
 from study.errors import UsageError
 from study.plots import save_plots
@@ -102,7 +103,7 @@ def summarize(study: optuna.Study, top: int = 10) -> dict:
 
 
 def _mib(value) -> str:
-    return f"{value:.0f}" if isinstance(value, (int, float)) else "-"
+    return format_mib(value) if isinstance(value, (int, float)) else "-"
 
 
 def format_summary(summary: dict) -> str:

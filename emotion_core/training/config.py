@@ -77,7 +77,7 @@ class Result:
     evaluations: list[Evaluation]
     trainable_params: int
     total_params: int
-    peak_memory_mib: float | None  # None where it cannot be measured (see emotion_core.memory)
+    peak_memory_mib: float | None  # what emotion_core.memory.PeakMemory counts; None where it cannot (peak_memory_note says why)
     peak_rss_mib: float
     train_seconds: float
     train_samples_per_second: float
@@ -92,6 +92,7 @@ class Result:
     saved_to: str | None = None
     weights_mib: float | None = None  # the model's weights and buffers (get_memory_footprint): 4-bit for qlora
     resumed_from_step: int = 0  # the checkpoint step this run continued from (0: from the start)
+    peak_memory_note: str | None = None  # why peak_memory_mib is None
 
     @property
     def epoch_val_accuracy(self) -> list[float]:
@@ -111,7 +112,9 @@ class Result:
             "val_accuracy": self.val_accuracy,
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
-            "peak_memory_mib": rounded(self.peak_memory_mib, 1),
+            # To the KiB: a head on cached features adds a fraction of a MiB, which 1 decimal would show as 0.
+            "peak_memory_mib": rounded(self.peak_memory_mib, 3),
+            **({"peak_memory_note": self.peak_memory_note} if self.peak_memory_note else {}),
             "peak_rss_mib": rounded(self.peak_rss_mib, 1),
             "weights_mib": rounded(self.weights_mib, 1),
             "train_seconds": round(self.train_seconds, 3),

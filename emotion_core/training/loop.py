@@ -210,6 +210,7 @@ def train(
             trainable_params=prepared.trainable_params,
             total_params=prepared.total_params,
             peak_memory_mib=memory.peak_mib,
+            peak_memory_note=memory.note,
             peak_rss_mib=memory.peak_rss_mib,
             train_seconds=train_seconds,
             train_samples_per_second=trained_steps * config.batch_size / max(train_seconds, 1e-9) if trained_steps > 0 else 0.0,
