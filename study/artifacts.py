@@ -95,10 +95,13 @@ class Checkpoints:
         self.study = study
         self.prefix = f"checkpoints-study{study._study_id}"
 
+    def _id(self, number: int, folder: str) -> str:
+        return f"{self.prefix}-trial{number}-{folder}.tar"
+
     def save(self, trial: optuna.Trial, folder: Path) -> None:
         """Upload the checkpoint ``folder`` (checkpoint-<step>) of ``trial``, point the trial at it, drop the older one."""
-        previous = trial.user_attrs.get(CHECKPOINT_ATTR) if hasattr(trial, "user_attrs") else None
-        artifact_id = f"{self.prefix}-trial{trial.number}-{folder.name}.tar"
+        previous = trial.user_attrs.get(CHECKPOINT_ATTR)
+        artifact_id = self._id(trial.number, folder.name)
         self.store.write(artifact_id, _tar(folder))
         trial.set_user_attr(CHECKPOINT_ATTR, {"artifact_id": artifact_id, "folder": folder.name, "trial": trial.number})
         if previous and previous.get("artifact_id") != artifact_id:
@@ -120,11 +123,12 @@ class Checkpoints:
             tar.extractall(into, filter="data")
         return f"trial {pointer['trial']}'s {pointer['folder']}"
 
-    def remove(self, trial: optuna.trial.FrozenTrial) -> None:
-        """Drop the checkpoint ``trial`` points at (its own or its predecessor's): the trial is done."""
-        pointer = trial.user_attrs.get(CHECKPOINT_ATTR)
-        if pointer:
-            _remove(self.store, pointer["artifact_id"])
+    def remove(self, numbers: list[int], steps: set[int]) -> None:
+        """The trial is done: drop every checkpoint that it and the trials it continued could have written (at each
+        evaluation step), also one a kill left behind between its upload and the pointer to it."""
+        for number in numbers:
+            for step in sorted(steps):
+                _remove(self.store, self._id(number, f"checkpoint-{step}"))
 
 
 def upload(store, study_or_trial, path: Path) -> str:
@@ -151,12 +155,14 @@ def dashboard_command(storage_url: str, location: str, home: Path) -> str:
     """The optuna-dashboard command that serves the storage's studies with their artifacts. For an S3 store it writes
     <home>/dashboard.toml, since the dashboard takes a bucket only from a config file (and reads at the bucket's root:
     an s3://bucket/prefix store's files are listed, not served)."""
+    from study.storage import with_installed_driver
     from study.urls import mask_url
 
+    storage = mask_url(with_installed_driver(storage_url))  # the dashboard takes a bare postgresql:// as psycopg 3's
     if is_folder(location):
-        return f"optuna-dashboard {mask_url(storage_url)} --artifact-dir {location}"
+        return f"optuna-dashboard {storage} --artifact-dir {location}"
     bucket = location.removeprefix("s3://").partition("/")[0]
     config = home / "dashboard.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(f'[artifact_store.boto3]\nbucket_name = "{bucket}"\n')
-    return f"optuna-dashboard {mask_url(storage_url)} --from-config {config}"
+    return f"optuna-dashboard {storage} --from-config {config}"

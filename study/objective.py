@@ -11,6 +11,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from emotion_core.cache import ModelCache
 from emotion_core.data import TokenizedSplits
 from emotion_core.training import Evaluation, Result, checkpoint, release_memory, train
+from emotion_core.training.callbacks import evaluation_steps
 from study.artifacts import Checkpoints
 from study.errors import append_traceback, describe
 from study.settings import StudySettings
@@ -102,7 +103,7 @@ class Objective:
         for number in [*retry_history(frozen), trial.number]:  # a dead predecessor's working copy on this machine too
             checkpoint.remove(self.settings.study_dir / "checkpoints" / f"trial-{number}")
         if stored is not None:
-            stored.remove(trial.study._storage.get_trial(trial._trial_id))
+            stored.remove([*retry_history(frozen), trial.number], evaluation_steps(len(self.data.train), config))
         if failure is not None:
             release_memory()
             trial.set_user_attr("fail_reason", failure)

@@ -19,11 +19,13 @@ import optuna
 from optuna.trial import TrialState
 
 from emotion_core.memory import format_mib
+from study.artifacts import dashboard_command
 from study.cli import add_settings_arguments, run_main
 from study.errors import UsageError
 from study.plots import save_plots
 from study.progress import params_text, state_counts
-from study.studies import MEMORY_ATTR, load_stored_study, pareto_front
+from study.settings import StudySettings
+from study.studies import MEMORY_ATTR, artifact_location, load_stored_study, pareto_front
 
 # Importances from fewer completed trials say more about the noise than about the parameters.
 MIN_TRIALS_FOR_IMPORTANCE = 5
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a stored study's leaderboard, trial counts by state, accuracy-vs-memory Pareto front and "
         "parameter importances. Trains nothing.",
     )
-    add_settings_arguments(parser, ["storage", "study_name"])
+    add_settings_arguments(parser, ["storage", "study_name", "artifact_store", "output_dir"])
     parser.add_argument("--top", type=int, default=10, help="how many trials the leaderboard shows (default: 10)")
     parser.add_argument("--plots", metavar="DIR", help="save optimization history, intermediate values, importances and Pareto plots here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
@@ -154,13 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.top <= 0:
         raise UsageError(f"--top must be positive, got {args.top}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = load_stored_study(args.storage, args.study_name)
+    side = sys.stderr if args.json else sys.stdout  # --json keeps stdout for the JSON alone
+    study = load_stored_study(args.storage, args.study_name, say=lambda line: print(line, file=side))
     summary = summarize(study, args.top)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     if args.plots:
         has_importances = summary["importances"] is not None
         written = save_plots(study, Path(args.plots), has_importances, steps_per_epoch(study))
-        print(f"\nplots: {', '.join(str(p) for p in written) or 'none (no completed trial)'}", file=sys.stderr if args.json else sys.stdout)
+        print(f"\nplots: {', '.join(str(p) for p in written) or 'none (no completed trial)'}", file=side)
+    settings = StudySettings(storage=args.storage, study_name=study.study_name, output_dir=args.output_dir, artifact_store=args.artifact_store)
+    print(f"\ndashboard: {dashboard_command(args.storage, artifact_location(study, settings), settings.home)}", file=side)
     return 0
 
 

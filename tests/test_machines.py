@@ -23,7 +23,7 @@ machines = cluster.machines
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def study_flags(machine, tiny_model, data_folder, url, name, store, trials, **more) -> list[str]:
+def study_flags(machine, tiny_model, data_folder, url, name, store, trials, *extra) -> list[str]:
     """A small study on ``machine``: its own copy of the model and data, at a path of its own."""
     model, data = machine.home / "models" / "tiny", machine.home / "data" / "emotion"
     if not model.exists():
@@ -31,8 +31,8 @@ def study_flags(machine, tiny_model, data_folder, url, name, store, trials, **mo
         shutil.copytree(data_folder, data)
     flags = {"--trials": trials, "--model": model, "--data": data, "--epochs": 2, "--batch-size": 16, "--max-train-samples": 96,
              "--max-eval-samples": 30, "--pruner": "none", "--storage": url, "--study-name": name,
-             "--output-dir": machine.output_dir, "--artifact-store": store, **more}
-    return [sys.executable, "-m", "study.run", *(str(x) for item in flags.items() for x in item)]
+             "--output-dir": machine.output_dir, "--artifact-store": store}
+    return [sys.executable, "-m", "study.run", *(str(x) for item in flags.items() for x in item), *map(str, extra)]  # later flags win
 
 
 def wait(processes, timeout=600):
@@ -112,8 +112,11 @@ def test_a_database_cut_and_a_stalled_machine_lose_nothing(machines, tiny_model,
                      b: b.popen(study_flags(b, tiny_model, data_folder, url, name, store, 8, "--epochs", 6))}
 
         def both_running():
-            hosts = {t.user_attrs.get("worker", {}).get("host") for t in load(url, name).get_trials(states=(TrialState.RUNNING,))}
-            return {"machine-a", "machine-b"} <= hosts
+            try:
+                running = load(url, name).get_trials(states=(TrialState.RUNNING,))
+            except KeyError:  # not made yet
+                return False
+            return {"machine-a", "machine-b"} <= {t.user_attrs.get("worker", {}).get("host") for t in running}
 
         wait_until(both_running, 240, "a trial running on each machine")
         proxy.cut("reset")
@@ -166,8 +169,7 @@ def test_final_on_one_machine_then_predict_and_the_dashboard_on_another(machines
         command = next(line.split(": ", 1)[1] for line in report.stdout.splitlines() if line.startswith("dashboard:"))
         assert "--from-config" in command  # an S3 store: the dashboard reads the bucket from a config file
         port = free_port()
-        dashboard = b.popen([*command.replace(url.split("@")[0], url.split("@")[0]).split(), "--host", "127.0.0.1", "--port", str(port)],
-                            env=s3.env)
+        dashboard = b.popen([*command.split(), "--host", "127.0.0.1", "--port", str(port)], env=s3.env)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until(lambda: _answers(f"{base}/api/meta"), 60, "the dashboard")
