@@ -44,13 +44,6 @@ import torch
 MIB = 1024 * 1024
 
 
-def format_mib(value: float | None) -> str:
-    """A memory figure for people: whole MiB from 100 on, else three significant digits (a head's 0.146, not 0)."""
-    if value is None:
-        return "-"
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
 class TensorPeak:
     """The peak of live CPU tensor bytes allocated on this thread between ``start`` and ``stop``.
 

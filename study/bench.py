@@ -21,19 +21,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from emotion_core import variants
-from emotion_core.cache import ModelCache
-from emotion_core.data import MAX_LENGTH, load_splits
-from emotion_core.labels import ID2LABEL, LABEL2ID
-from emotion_core.memory import PeakMemory
-from emotion_core.precision import use_gpu
-from emotion_core.training import TrainConfig, train
 from emotion_core.precision import PRECISIONS
+from emotion_core.training import TrainConfig
 from study.cli import check_positive, configure_logging, run_main
 from study.errors import UsageError
-from study.inputs import prepare_data
 from study.settings import StudySettings
 
 PARTS = ("throughput", "head", "pruning")
@@ -94,10 +86,15 @@ def settings_for(args: argparse.Namespace, **changes) -> StudySettings:
 
 def naive_trial(args: argparse.Namespace, params: dict) -> dict:
     """What a typical notebook does per trial: tokenize with padding to 128, load the model from disk, fp32, batch 16."""
+    import torch
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, default_data_collator
 
+    from emotion_core.data import MAX_LENGTH, load_splits
+    from emotion_core.labels import ID2LABEL, LABEL2ID
+    from emotion_core.memory import PeakMemory
     from emotion_core.metrics import trainer_accuracy
     from emotion_core.models import load_tokenizer
+    from emotion_core.precision import use_gpu
 
     splits = load_splits(args.data, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed)
     with PeakMemory() as memory:
@@ -135,6 +132,10 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
 
 
 def throughput(args: argparse.Namespace, report: dict) -> None:
+    from emotion_core.cache import ModelCache
+    from emotion_core.data import MAX_LENGTH
+    from study.inputs import prepare_data
+
     params = {**variants.get(args.variant).default_params(), "learning_rate": args.learning_rate}
     settings = settings_for(args)
     say(f"throughput: project setup (read and tokenize once, load the base once) for {args.variant} on {args.model}")
@@ -183,6 +184,8 @@ def throughput(args: argparse.Namespace, report: dict) -> None:
 def warm_up(settings: StudySettings, params: dict, data, tokenizer) -> None:
     """One optimizer step on a few sentences: the libraries' first-use costs (lazy imports, first kernels) are paid
     here, by neither side of the comparison."""
+    from emotion_core.training import train
+
     rows = min(settings.batch_size, len(data.train))
     small = replace(data, train=data.train.select(range(rows)), validation=data.validation.select(range(min(8, len(data.validation)))))
     say("throughput: warm-up (one step on a few sentences)")
@@ -190,6 +193,9 @@ def warm_up(settings: StudySettings, params: dict, data, tokenizer) -> None:
 
 
 def project_trials(args, settings: StudySettings, params: dict, data, tokenizer, repeats: int, cache: ModelCache) -> list[dict]:
+    from emotion_core.memory import PeakMemory
+    from emotion_core.training import train
+
     trained = len(data.train) * args.epochs
     trials = []
     for repeat in range(repeats):
@@ -223,6 +229,10 @@ def compile_report(args, plain: list[dict], compiled: list[dict], naive_seconds:
 
 
 def head(args: argparse.Namespace, report: dict) -> None:
+    from emotion_core.cache import ModelCache
+    from emotion_core.training import train
+    from study.inputs import prepare_data
+
     settings = settings_for(args, variant="head", epochs=args.trial_epochs)
     tokenizer, data = prepare_data(settings)
     config = settings.train_config({"learning_rate": args.head_learning_rate, "head_dropout": 0.1, "weight_decay": 0.0})
@@ -252,6 +262,7 @@ def head(args: argparse.Namespace, report: dict) -> None:
 def pruning(args: argparse.Namespace, report: dict) -> None:
     import optuna
 
+    from study.inputs import prepare_data
     from study.objective import Objective
     from study.sampling import make_pruner, make_sampler
 
@@ -298,6 +309,10 @@ def pruning(args: argparse.Namespace, report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    import torch
+
+    from emotion_core.precision import use_gpu
+
     for name in ("max_train_samples", "max_eval_samples", "epochs", "batch_size", "repeats", "trial_epochs", "trials", "threads"):
         check_positive(name, getattr(args, name))
     if args.threads:

@@ -65,26 +65,38 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     return settings
 
 
-def configure_logging(verbose: bool) -> None:
-    """Quiet by default: our own lines only. --verbose brings back the libraries' logs and bars."""
-    import datasets
-    import optuna
-    import transformers
+# Read by the libraries when they are imported: quiet logs, no datasets bars. The hub's download bars and transformers'
+# own (loading weights) stay: they show a wait of seconds to minutes.
+QUIET_ENVIRONMENT = {"TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                     "TOKENIZERS_PARALLELISM": "false"}
 
+
+def configure_logging(verbose: bool) -> None:
+    """Quiet by default: our own lines only. --verbose brings back the libraries' logs and bars. Imports none of the
+    training libraries (a command that needs none answers in a second); ones imported already are told directly."""
     if verbose:
+        os.environ["EMOTION_STUDY_VERBOSE"] = "1"  # for processes that start before this one imports (fork server)
         return
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Optuna's warnings repeat what the progress lines say (a failed trial's reason), with a traceback.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    # bitsandbytes >= 0.50 warns at import, on CPUs with AVX512-BF16, that the optional `kernels` package is missing
-    # for a CPU inference kernel that QLoRA training does not use (see variants._keep_4bit_layout_trainable).
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    quiet_imported_libraries()
+
+
+def quiet_imported_libraries() -> None:
     import warnings
 
+    import optuna
+
+    # Optuna's warnings repeat what the progress lines say (a failed trial's reason), with a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+        sys.modules["datasets"].logging.set_verbosity_error()
+    # bitsandbytes >= 0.50 warns at import, on CPUs with AVX512-BF16, that the optional `kernels` package is missing
+    # for a CPU inference kernel that QLoRA training does not use (see variants/qlora.py).
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
 

@@ -30,13 +30,10 @@ from emotion_core import variants
 from emotion_core.stats import mcnemar
 from study.cli import add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
 from study.errors import UsageError, logged_to
-from emotion_core.memory import format_mib
 from study.plots import bar_chart
-from study.progress import params_text
-from study.retraining import interval_text
+from study.progress import format_mib, interval_text, params_text
 from study.settings import StudySettings
 from study.studies import load_stored_study, stored_settings
-from study.workers import process_context
 
 BUDGET = ("model", "tokenizer", "data", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "seed", "target_modules")
 # McNemar's p below this: the two variants' test accuracies differ beyond what the test set's luck explains.
@@ -197,6 +194,7 @@ def compare(settings: StudySettings, chosen: dict[str, tuple[dict, str]], out: P
     import torch
 
     from study.inputs import prepare_data
+    from study.workers import process_context
 
     _, data = prepare_data(settings)  # bad input fails here, once; the tokenized splits are cached for the workers
     summary = {
@@ -213,7 +211,7 @@ def compare(settings: StudySettings, chosen: dict[str, tuple[dict, str]], out: P
     }
     del data
     # A fresh process per variant, so that its peak memory is its own and it starts from a clean state.
-    context = process_context(torch.cuda.is_available(), ["transformers", "peft", "emotion_core.training.loop", "study.inputs"])
+    context = process_context(torch.cuda.is_available())
     for variant, (params, source) in chosen.items():
         print(f"{variant}: training with {params_text({k: v for k, v in params.items() if k != 'variant'})} ({source}), "
               f"{args.seeds} seed(s) ...", flush=True)

@@ -22,14 +22,11 @@ from pathlib import Path
 
 import optuna
 
-from emotion_core.data import TokenizedSplits
 from study.artifacts import dashboard_command, open_store, upload
 from study.cli import add_settings_arguments, add_source_arguments, check_positive, configure_logging, run_main
 from study.errors import logged_to
-from study.inputs import prepare_data
 from study.plots import save_confusion_matrix
-from study.progress import params_text
-from study.retraining import Retrained, interval_text, retrain
+from study.progress import interval_text, params_text
 from study.settings import StudySettings
 from study.studies import FINAL_ATTR, artifact_location, load_stored_study, pick_trial, stored_settings
 from study.urls import mask_url
@@ -50,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, retrained: Retrained, data: TokenizedSplits) -> dict:
+def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, retrained, data) -> dict:
+    """report.json: the trial, the budget, the test accuracy over seeds (retrained: study.retraining.Retrained) and the
+    saved model's per-label numbers."""
     first = retrained.results[0]  # the saved model: its per-class numbers and confusion matrix
     return {
         **first.summary(),
@@ -158,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def retrain_trial(study: optuna.Study, settings: StudySettings, number: int | None, seeds: int) -> int:
+    from study.inputs import prepare_data
+    from study.retraining import retrain
+
     chosen = pick_trial(study, number)
     tokenizer, data = prepare_data(settings)
     out = settings.study_dir / "final"

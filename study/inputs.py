@@ -3,10 +3,13 @@ cache when it has them)."""
 
 from __future__ import annotations
 
-from emotion_core.data import TokenizedSplits, load_splits, tokenize_splits
-from emotion_core.models import check_model, load_tokenizer
+from typing import TYPE_CHECKING
+
 from emotion_core.sources import fingerprint
 from study.settings import StudySettings
+
+if TYPE_CHECKING:
+    from emotion_core.data import TokenizedSplits
 
 
 def fingerprints(settings: StudySettings) -> dict[str, str]:
@@ -17,6 +20,9 @@ def fingerprints(settings: StudySettings) -> dict[str, str]:
 
 def prepare_data(settings: StudySettings) -> tuple[object, TokenizedSplits]:
     """Tokenizer and tokenized splits. A missing model or data set fails here, before anything is written."""
+    from emotion_core.data import load_splits, tokenize_splits
+    from emotion_core.models import check_model, load_tokenizer
+
     check_model(settings.model)
     tokenizer = load_tokenizer(settings.tokenizer_name)
     splits = load_splits(

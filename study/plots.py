@@ -20,7 +20,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from emotion_core.memory import format_mib
+from study.progress import format_mib
 from study.studies import FINISHED, pareto_study
 
 ACCURACY = "validation accuracy"

@@ -9,7 +9,6 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from emotion_core.memory import format_mib
 from emotion_core.training import Evaluation
 
 
@@ -36,6 +35,20 @@ def values_text(trial: optuna.trial.FrozenTrial) -> str:
         return "val_acc=-"
     text = f"val_acc={trial.values[0]:.4f}"
     return text + (f" mem={format_mib(trial.values[1])}MiB" if len(trial.values) > 1 else "")
+
+
+def format_mib(value: float | None) -> str:
+    """A memory figure for people: whole MiB from 100 on, else three significant digits (a head's 0.146, not 0)."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def interval_text(interval: dict, key: str = "test_accuracy") -> str:
+    """0.6370 ± 0.0120 (95% interval 0.6155-0.6580), or without ± for one seed."""
+    low, high = interval[f"{key}_ci95"]
+    spread = f" ± {interval[f'{key}_std']:.4f}" if len(interval["test_accuracy_per_seed"]) > 1 else ""
+    return f"{interval[key]:.4f}{spread} (95% interval {low:.4f}-{high:.4f})"
 
 
 def params_text(params: dict) -> str:

@@ -18,12 +18,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from emotion_core.memory import format_mib
 from study.artifacts import dashboard_command
 from study.cli import add_settings_arguments, run_main
 from study.errors import UsageError
 from study.plots import save_plots
-from study.progress import params_text, state_counts
+from study.progress import format_mib, params_text, state_counts
 from study.settings import StudySettings
 from study.studies import MEMORY_ATTR, artifact_location, load_stored_study, pareto_front
 

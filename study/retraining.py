@@ -51,10 +51,3 @@ def retrain(config: TrainConfig, data: TokenizedSplits, tokenizer, seeds: int, *
     labels = [int(y) for y in data.test["label"][:]]
     interval = seeds_interval(labels, [r.test_predictions for r in results], len(data.labels))
     return Retrained(config, results, interval, labels)
-
-
-def interval_text(interval: dict, key: str = "test_accuracy") -> str:
-    """0.6370 ± 0.0120 (95% interval 0.6155-0.6580), or without ± for one seed."""
-    low, high = interval[f"{key}_ci95"]
-    spread = f" ± {interval[f'{key}_std']:.4f}" if len(interval["test_accuracy_per_seed"]) > 1 else ""
-    return f"{interval[key]:.4f}{spread} (95% interval {low:.4f}-{high:.4f})"

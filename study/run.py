@@ -8,29 +8,25 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from dataclasses import replace
 import sys
 import time
 import warnings
+from dataclasses import replace
 
 import optuna
 from optuna.trial import TrialState
 
-from emotion_core.cache import ModelCache
 from study.artifacts import dashboard_command, open_store
 from study.cli import add_settings_arguments, configure_logging, run_main, settings_from_args
 from study.errors import logged_to
-from study.inputs import fingerprints, prepare_data
-from study.objective import Objective
+from study.inputs import fingerprints
+from study.liveness import recover_dead_trials
 from study.progress import Progress, params_text, state_counts, values_text
 from study.sampling import make_pruner, make_sampler
 from study.settings import StudySettings
-from study.liveness import recover_dead_trials
 from study.storage import open_storage, storage_exists, study_exists
 from study.studies import ARTIFACT_STORE_ATTR, FINGERPRINTS_ATTR, artifact_location, check_stored_settings, count_finished, pareto_front, pick_trial
-from study.trials import TrialsKeepFailing, run_trials
 from study.urls import mask_url
-from study.workers import run_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def optimize(study: optuna.Study, objective: Objective, settings: StudySettings) -> None:
+def optimize(study: optuna.Study, objective, settings: StudySettings) -> None:
     """Run trials until the study holds settings.trials finished ones: here, or in settings.workers processes."""
+    from study.trials import run_trials
+    from study.workers import run_workers
+
     deadline = time.time() + settings.timeout if settings.timeout else None
     if settings.workers > 1:
         run_workers(settings, deadline)
@@ -110,6 +109,11 @@ def nothing_to_do(settings: StudySettings) -> bool:
 def run_study(settings: StudySettings, argv: list[str] | None) -> int:
     if nothing_to_do(settings):
         return 0
+    # The training libraries only now: a rerun with nothing to do, or --help, answers without them.
+    from emotion_core.cache import ModelCache
+    from study.inputs import prepare_data
+    from study.objective import Objective
+    from study.trials import TrialsKeepFailing
     tokenizer, data = prepare_data(settings)  # bad data fails here, before the storage or the study is made
     storage = open_storage(settings.storage)
     check_stored_settings(storage, settings)

@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from contextlib import contextmanager
 
 import optuna
@@ -27,14 +26,14 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def process_context(gpu: bool, preload: Sequence[str]) -> multiprocessing.context.BaseContext:
-    """How to start fresh processes: forked from a server that has imported ``preload`` once, instead of each process
-    importing the libraries; on a GPU spawned, since the preloaded imports start CUDA (peft imports bitsandbytes),
+def process_context(gpu: bool) -> multiprocessing.context.BaseContext:
+    """How to start fresh processes: forked from a server that has imported the libraries once (study.preload),
+    instead of each process importing them; on a GPU spawned, since the preloaded imports start CUDA (peft imports bitsandbytes),
     which a forked child cannot use."""
     if gpu:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload))
+    context.set_forkserver_preload(["study.preload"])
     return context
 
 
@@ -109,7 +108,7 @@ def run_workers(settings: StudySettings, deadline: float | None) -> None:
     """
     gpus = visible_gpus()
     # Not study.run: a worker re-runs the command's main module, which must not be imported already.
-    context = process_context(bool(gpus), ["transformers", "peft", "emotion_core.training.loop", "study.workers"])
+    context = process_context(bool(gpus))
     if 1 < len(gpus) < settings.workers:
         print(f"{settings.workers} workers on {len(gpus)} GPUs: some GPUs run several workers", flush=True)
     processes = []

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from emotion_core.cache import ModelCache
-from emotion_core.memory import PeakMemory, TensorPeak, format_mib
+from emotion_core.memory import PeakMemory, TensorPeak
 from emotion_core.training import TrainConfig, train
+from study.progress import format_mib
 from tests.synthetic import build_tiny_gpt2
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU figure; on a GPU it is max_memory_allocated")
