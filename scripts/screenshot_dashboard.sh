@@ -14,7 +14,12 @@ fi
 storage=$1 name=$2 out=$3 artifacts=${4:-} page=${5:-}
 python=${PYTHON:-python3}
 dashboard=${OPTUNA_DASHBOARD:-optuna-dashboard}
-command -v chromium >/dev/null || { echo "chromium is not installed: apt-get install -y chromium" >&2; exit 2; }
+browser=${CHROMIUM:-}
+for name in chromium chromium-browser google-chrome google-chrome-stable; do
+  [ -n "$browser" ] && break
+  command -v "$name" >/dev/null && browser=$(command -v "$name")
+done
+[ -n "$browser" ] || { echo "no Chromium or Chrome found (chromium, chromium-browser, google-chrome): apt-get install -y chromium, or set CHROMIUM=/path/to/browser" >&2; exit 2; }
 
 port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 work=$(mktemp -d)
@@ -38,7 +43,7 @@ PY
 )
 
 # A fresh profile, and no background traffic: the machine may have no network at all.
-chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+"$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
   --disable-component-update --disable-sync --user-data-dir="$work/profile" --hide-scrollbars \
   --virtual-time-budget=15000 --window-size="${WINDOW_SIZE:-1400,1800}" --screenshot="$(realpath -m "$out")" \
   "$base/dashboard/studies/$study_id$page" >"$work/chromium.log" 2>&1 || { cat "$work/chromium.log" >&2; exit 1; }

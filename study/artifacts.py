@@ -107,9 +107,9 @@ class Checkpoints:
         if previous and previous.get("artifact_id") != artifact_id:
             _remove(self.store, previous["artifact_id"])
 
-    def fetch(self, trial: optuna.trial.FrozenTrial, into: Path) -> str | None:
+    def fetch(self, trial: optuna.trial.FrozenTrial, into: Path) -> int | None:
         """Put the newest checkpoint that ``trial`` continues (its own, or its retried predecessor's) under ``into``;
-        returns where it came from, or None when there is none (or the store lost it)."""
+        returns its step, or None when there is none (or the store lost it)."""
         pointer = trial.user_attrs.get(CHECKPOINT_ATTR)
         if not pointer:
             return None
@@ -121,7 +121,7 @@ class Checkpoints:
         into.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=data) as tar:
             tar.extractall(into, filter="data")
-        return f"trial {pointer['trial']}'s {pointer['folder']}"
+        return int(pointer["folder"].rsplit("-", 1)[1])
 
     def remove(self, numbers: list[int], steps: set[int]) -> None:
         """The trial is done: drop every checkpoint that it and the trials it continued could have written (at each

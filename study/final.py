@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def retrain_trial(study: optuna.Study, settings: StudySettings, number: int | None, seeds: int) -> int:
+    from study.final_model import export_standalone
     from study.inputs import prepare_data
     from study.retraining import retrain
 
@@ -172,8 +173,11 @@ def retrain_trial(study: optuna.Study, settings: StudySettings, number: int | No
     (out / "report.md").write_text(report_markdown(report))
     image = save_confusion_matrix(report, out / "confusion_matrix.png")
     publish(study, settings, report, out)
+    print("writing the standalone model folder (transformers.pipeline loads it as it is) ...", flush=True)
+    standalone = export_standalone(out)
     print(f"test accuracy {interval_text(report)}, macro F1 {interval_text(report, 'test_macro_f1')} on {report['n_test']} sentences")
     print(f"report: {out / 'report.json'}, {out / 'report.md'}, {image}; weights: {report['weights']}")
+    print(f"standalone model: {standalone}  (pipeline(\"text-classification\", model=\"{standalone}\"))")
     print(f"dashboard (note and artifacts): {dashboard_command(settings.storage, settings.artifact_location, settings.home)}")
     print(f"predict:   python -m study.predict --storage {mask_url(settings.storage)} --study-name {study.study_name} \"i feel wonderful today\"")
     return 0

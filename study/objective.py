@@ -46,6 +46,8 @@ class TrialProgress(Protocol):
 
     def on_trial_eval(self, number: int, evaluation: Evaluation, epochs: float) -> None: ...
 
+    def on_trial_step(self, number: int, step: int, total: int) -> None: ...
+
     def note(self, line: str) -> None: ...
 
 
@@ -77,7 +79,8 @@ class Objective:
             trial.set_user_attr("retry_of", origin)
             found = stored.fetch(frozen, local) if stored is not None else None
             if self.progress is not None:
-                self.progress.note(f"trial {trial.number} continues trial {origin}" + (f" from {found}" if found else ": no checkpoint found, from the start"))
+                self.progress.note(f"trial {trial.number} continues trial {origin} " + (f"from step {found}" if found is not None else
+                                   "from the start (no checkpoint of it in the artifact store)"))
         prune = not self.settings.multi_objective
 
         def on_eval(evaluation: Evaluation) -> bool:
@@ -90,7 +93,8 @@ class Objective:
 
         failure = None
         try:
-            result = train(config, self.data, self.tokenizer, on_eval, cache=self.cache, checkpoint_dir=local,
+            on_step = (lambda step, total: self.progress.on_trial_step(trial.number, step, total)) if self.progress is not None else None
+            result = train(config, self.data, self.tokenizer, on_eval, on_step=on_step, cache=self.cache, checkpoint_dir=local,
                            on_checkpoint=(lambda folder: stored.save(trial, folder)) if stored is not None else None)
         except optuna.exceptions.UpdateFinishedTrialError:
             checkpoint.remove(local)  # another worker took the trial for dead and retries it from the stored checkpoint

@@ -10,48 +10,11 @@ final model is the newest.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from study.cli import add_settings_arguments, configure_logging, run_main
 from study.errors import UsageError, logged_to
-
-
-def fetch_final(study, settings) -> Path:
-    """The final model's folder on this machine, fetched from the artifact store where it is missing or older."""
-    from study.artifacts import download, open_store
-    from study.studies import FINAL_ATTR
-
-    final = study.user_attrs[FINAL_ATTR]
-    folder = settings.study_dir / "final"
-    marker = folder / ".fetched.json"  # which final model this folder holds
-    if not marker.is_file() or json.loads(marker.read_text()) != final:
-        store = open_store(settings.artifact_location)
-        for name, artifact_id in final["files"].items():
-            download(store, artifact_id, folder / name)
-        marker.write_text(json.dumps(final))
-    return folder
-
-
-def load_final_model(folder: Path, model: str | None = None):
-    """(model, tokenizer) as study.final trained them: the base model (as its variant stores it) plus the saved
-    weights. ``model`` replaces the stored base model's path (the same model elsewhere on this machine)."""
-    import torch
-
-    from emotion_core.models import load_tokenizer
-    from emotion_core.training import TrainConfig
-
-    report = json.loads((folder / "report.json").read_text())
-    config = TrainConfig.from_dict(report["train_config"])
-    config.model = model or config.model
-    tokenizer = load_tokenizer(model or report.get("tokenizer") or config.model)
-    base = config.spec.load_base(config.model, tokenizer.pad_token_id, config.precision, report["labels"])
-    trained = config.spec.load_trained(base, folder / "model")
-    if torch.cuda.is_available() and not config.spec.quantized:  # a 4-bit model is placed when it is loaded
-        trained = trained.to("cuda")
-    return trained.eval(), tokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if not texts:
         raise UsageError("no sentence to classify: pass them as arguments or one per line on stdin")
     from emotion_core.inference import classify
+    from study.final_model import fetch_final, load_final_model
     from study.studies import FINAL_ATTR, artifact_location, load_stored_study, stored_settings
     from study.urls import mask_url
 

@@ -12,11 +12,31 @@ from tqdm.auto import tqdm
 from emotion_core.training import Evaluation
 
 
+# A failed trial is one of these when its fail_reason says so (study.liveness, study.trials): it was retried, not lost.
+FAIL_KINDS = {"interrupted": "interrupted (Ctrl-C", "died": "taken for dead", "surplus": "not needed"}
+
+
+def outcome(trial: optuna.trial.FrozenTrial) -> str:
+    """complete, pruned, failed, running, waiting; or interrupted / died (retried elsewhere) / surplus for a failed trial."""
+    if trial.state != TrialState.FAIL:
+        return trial.state.name.lower()
+    reason = str(trial.user_attrs.get("fail_reason", ""))
+    return next((kind for kind, mark in FAIL_KINDS.items() if mark in reason), "failed")
+
+
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials per state, lower-case names, in TrialState's order; states without trials are left out."""
-    frame = study.trials_dataframe(attrs=("state",))
-    counts = frame["state"].value_counts() if len(frame) else {}
-    return {state.name.lower(): int(counts[state.name]) for state in TrialState if state.name in counts}
+    """Trials per outcome (see outcome), in a fixed order; outcomes without trials are left out. Trials that were
+    interrupted or whose process died are counted apart from failed ones: they were retried."""
+    frame = study.trials_dataframe(attrs=("number", "state", "user_attrs"))
+    if not len(frame):
+        return {}
+    reasons = frame.get("user_attrs_fail_reason", frame["state"].map(lambda _: "")).fillna("").astype(str)
+    kinds = frame["state"].str.lower().where(frame["state"] != "FAIL", "failed")
+    for kind, mark in FAIL_KINDS.items():
+        kinds = kinds.where(~((frame["state"] == "FAIL") & reasons.str.contains(mark, regex=False)), kind)
+    counts = kinds.value_counts()
+    order = ("complete", "pruned", "failed", "interrupted", "died", "surplus", "running", "waiting")
+    return {kind: int(counts[kind]) for kind in order if kind in counts}
 
 
 def best_text(study: optuna.Study) -> str:
@@ -31,9 +51,12 @@ def best_text(study: optuna.Study) -> str:
 
 
 def values_text(trial: optuna.trial.FrozenTrial) -> str:
+    """The trial's value, and what it is: the best of its evaluations (a pruned trial's: its last)."""
     if trial.values is None:
         return "val_acc=-"
-    text = f"val_acc={trial.values[0]:.4f}"
+    evaluations = len(trial.intermediate_values)
+    which = "last of" if trial.state == TrialState.PRUNED else "best of"
+    text = f"val_acc={trial.values[0]:.4f}" + (f" ({which} {evaluations} evals)" if evaluations else "")
     return text + (f" mem={format_mib(trial.values[1])}MiB" if len(trial.values) > 1 else "")
 
 
@@ -64,9 +87,12 @@ class Progress:
     with ``bar=False``, for worker processes whose output interleaves.
     """
 
-    def __init__(self, study: optuna.Study, total: int, *, file=None, bar: bool = True):
+    def __init__(self, study: optuna.Study, total: int, *, file=None, bar: bool = True, every_s: float = 30.0):
         self.total = total
         self.file = file or sys.stdout
+        self.every_s = every_s
+        self._name = study.study_name
+        self._said = time.monotonic()
         finished = self._finished(state_counts(study))
         self._initial = finished
         self._started = time.monotonic()
@@ -87,7 +113,9 @@ class Progress:
 
     def _postfix(self, study: optuna.Study) -> str:
         counts = state_counts(study)
-        text = f"complete={counts.get('complete', 0)} pruned={counts.get('pruned', 0)} failed={counts.get('fail', 0)} {best_text(study)}"
+        retried = "".join(f" {kind}={counts[kind]}" for kind in ("interrupted", "died") if counts.get(kind))
+        text = (f"complete={counts.get('complete', 0)} pruned={counts.get('pruned', 0)} failed={counts.get('failed', 0)}{retried} "
+                f"{best_text(study)}")
         self.bar.set_postfix_str(text, refresh=False)
         return text
 
@@ -99,6 +127,16 @@ class Progress:
 
     def note(self, line: str) -> None:
         self.write(line)
+
+    def on_trial_step(self, number: int, step: int, total: int) -> None:
+        """Inside a trial: its step on the bar's description, or a line every self.every_s seconds without a bar."""
+        now = time.monotonic()
+        if not self.bar.disable:
+            self.bar.set_description_str(f"{self._name} (trial {number}: step {step}/{total})", refresh=now - self._said >= 0.5)
+            self._said = now if now - self._said >= 0.5 else self._said
+        elif now - self._said >= self.every_s:
+            self._said = now
+            self.write(f"  trial {number:>3} step {step}/{total} ({step / max(total, 1):.0%})")
 
     def on_trial_eval(self, number: int, evaluation: Evaluation, epochs: float) -> None:
         """One compact line at the end of each epoch (evaluations also come mid-epoch; they feed the pruner only)."""
@@ -112,12 +150,14 @@ class Progress:
         finished = self._finished(state_counts(study))
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         reason = trial.user_attrs.get("fail_reason", "")
-        line = f"trial {trial.number:>3} {trial.state.name:<8} {values_text(trial)} {seconds:6.1f}s {params_text(trial.params)}"
+        line = f"trial {trial.number:>3} {outcome(trial).upper():<8} {values_text(trial)} {seconds:6.1f}s {params_text(trial.params)}"
         if reason:
             line += f" ({reason})"
         if self.bar.disable:  # no bar to carry the counts: the line does
             line += f" [{finished}/{self.total} finished; {postfix}; eta {self.eta(finished)}]"
         self.write(line)
+        if not self.bar.disable:
+            self.bar.set_description_str(self._name, refresh=False)
         self.bar.update(max(0, min(finished, self.total) - self.bar.n))
 
     def close(self) -> None:

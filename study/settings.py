@@ -46,7 +46,7 @@ class StudySettings:
     objective: str = field(
         default="accuracy",
         metadata=_help("accuracy: maximize val accuracy; accuracy,memory: also minimize peak training memory (a Pareto front, no pruning)",
-                       choices=tuple(OBJECTIVES)),
+                       choices=tuple(OBJECTIVES), metavar="accuracy|accuracy,memory"),
     )
     pruner: str = field(default="median", metadata=_help("early stopping of bad trials (median: the one that kept the best trial on the bench)", choices=PRUNERS))
     sampler: str = field(default="tpe", metadata=_help("how parameters are chosen", choices=SAMPLERS))

@@ -10,7 +10,7 @@ import study
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {"run", "final", "report", "predict", "compare", "bench"}
-SHARED = {"cli", "sampling", "inputs", "trials", "workers", "studies", "progress", "plots", "retraining", "preload"}
+SHARED = {"cli", "sampling", "inputs", "trials", "workers", "studies", "progress", "plots", "retraining", "preload", "final_model"}
 TRIAL = {"objective", "space", "storage", "settings", "errors", "urls", "liveness", "retrying", "artifacts"}
 LAYERS = {"commands": 3, "shared": 2, "trial": 1, "emotion_core": 0}
 

@@ -35,6 +35,13 @@ def test_predict_reproduces_the_final_test_accuracy(copy_study, data_folder, cap
     # The model that predict loads is the one study.final tested: the same predictions, up to a near tie.
     assert abs(correct / len(lines) - report["test_accuracy"]) <= 1 / len(lines) + 1e-9
 
+    # The standalone folder is a plain transformers model: pipeline loads it as it is and predicts as study.predict does.
+    from transformers import pipeline
+
+    folder = study_dir(copy_study["storage"], copy_study["output_dir"], "done") / "final" / "standalone"
+    standalone = [row["label"] for row in pipeline("text-classification", model=str(folder))(texts)]
+    assert standalone == [label for label, _, _ in rows]
+
 
 def test_predict_reads_stdin(finished_study, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("i feel happy\n\nthe exam made me feel scared\n"))

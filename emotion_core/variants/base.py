@@ -161,6 +161,10 @@ class Variant:
         """A base (from :func:`emotion_core.models.load_base`) with what :meth:`save` wrote."""
         raise NotImplementedError
 
+    def standalone_base(self, model: str, pad_token_id: int, labels: Sequence[str] | None = None) -> nn.Module:
+        """The base that a standalone model is made from: load_trained, then standalone."""
+        return self.load_base(model, pad_token_id, "auto", labels)
+
     def standalone(self, model: nn.Module) -> nn.Module:
         """A plain transformers model that holds what was trained, for use without this project (pipeline)."""
         return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,9 @@ class LoRA(Variant):
                 f"peft has no default LoRA target modules for model type {base.config.model_type!r}; "
                 "pass them with --target-modules (for example q_proj v_proj)"
             ) from error
+        # The Trainer saves checkpoints through save_pretrained, whose default asks the hub (twice a checkpoint, for a hub
+        # model) whether the embeddings changed: they never train here.
+        model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
         return trainables_to_float32(model)
 
     def config_options(self) -> dict[str, Any]:
@@ -70,8 +74,7 @@ class LoRA(Variant):
         return {}
 
     def save(self, model: nn.Module, folder: Path) -> Path:
-        # The embeddings never train here: without save_embedding_layers=False peft asks the hub whether they changed.
-        model.save_pretrained(str(folder), save_embedding_layers=False)
+        model.save_pretrained(str(folder))
         return Path(folder) / "adapter_model.safetensors"
 
     def load_trained(self, base: nn.Module, folder: Path) -> nn.Module:

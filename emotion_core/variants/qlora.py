@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from emotion_core.variants.lora import LoRA, LoraParams
@@ -56,3 +57,19 @@ class QLoRA(LoRA):
 
         # Gradient checkpointing would trade time for memory that a model of this size does not need.
         return super().apply(prepare_model_for_kbit_training(base, use_gradient_checkpointing=False), params)
+
+    def standalone_base(self, model: str, pad_token_id: int, labels: Sequence[str] | None = None) -> nn.Module:
+        """A full-precision base holding the 4-bit weights the adapter was trained against, dequantized: the merged
+        model then computes as the trained one did, and loads without bitsandbytes. (peft's merge into the 4-bit base
+        would requantize the sum.)"""
+        import bitsandbytes as bnb
+        from transformers.pytorch_utils import Conv1D
+
+        quantized = dict(self.load_base(model, pad_token_id, "auto", labels).named_modules())
+        base = LoRA().load_base(model, pad_token_id, "fp32", labels)
+        for name, module in base.named_modules():
+            if isinstance(quantized.get(name), bnb.nn.Linear4bit):
+                weight = quantized[name].weight
+                full = bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()  # (out, in), as nn.Linear
+                module.weight.data.copy_(full.T if isinstance(module, Conv1D) else full)  # GPT-2's Conv1D stores (in, out)
+        return base
