@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emotion_core import variants
 from emotion_core.precision import PRECISIONS
@@ -27,6 +28,9 @@ from emotion_core.training import TrainConfig
 from study.cli import check_positive, configure_logging, run_main
 from study.errors import UsageError
 from study.settings import StudySettings
+
+if TYPE_CHECKING:
+    from emotion_core.cache import ModelCache
 
 PARTS = ("throughput", "head", "pruning")
 # The naive notebook's settings (the baseline).

@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 
 from emotion_core.training import Evaluation
 
-
 # A failed trial is one of these when its fail_reason says so (study.liveness, study.trials): it was retried, not lost.
 FAIL_KINDS = {"interrupted": "interrupted (Ctrl-C", "died": "taken for dead", "surplus": "not needed"}
 

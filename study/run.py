@@ -25,7 +25,15 @@ from study.progress import Progress, params_text, state_counts, values_text
 from study.sampling import make_pruner, make_sampler
 from study.settings import StudySettings
 from study.storage import open_storage, storage_exists, study_exists
-from study.studies import ARTIFACT_STORE_ATTR, FINGERPRINTS_ATTR, artifact_location, check_stored_settings, count_finished, pareto_front, pick_trial
+from study.studies import (
+    ARTIFACT_STORE_ATTR,
+    FINGERPRINTS_ATTR,
+    artifact_location,
+    check_stored_settings,
+    count_finished,
+    pareto_front,
+    pick_trial,
+)
 from study.urls import mask_url
 
 

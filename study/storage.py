@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage

@@ -19,7 +19,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from study.liveness import (
-    INTERRUPTED, WORKER_ATTR, Watcher, fail_and_retry, fail_stale_trials, recover_dead_trials, retry, runs_in_this_process,
+    INTERRUPTED,
+    WORKER_ATTR,
+    Watcher,
+    fail_and_retry,
+    fail_stale_trials,
+    recover_dead_trials,
+    retry,
+    runs_in_this_process,
     worker_identity,
 )
 from study.objective import TrialFailed

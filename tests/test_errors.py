@@ -1,7 +1,6 @@
 """Errors tell the truth: only what a user can fix exits 2; anything else keeps its type, and its traceback goes to
 the study's errors.log, whose path the one-line message names."""
 
-from pathlib import Path
 
 import optuna
 import pytest

@@ -6,11 +6,9 @@ import json
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import optuna
 import pytest
@@ -73,7 +71,7 @@ def test_a_killed_machines_trial_continues_on_the_other_from_its_checkpoint_in_t
         a, b = machines("machine-a", "machine-b")
         name, store = prefix + "killed", f"s3://{s3.bucket}/studies/kill"  # a prefix: the store is the bucket's sub-folder
         flags = {m: study_flags(m, tiny_model, data_folder, url, name, store, 6, "--epochs", 4) for m in (a, b)}
-        first = a.popen(flags[a], env=s3.env)
+        a.popen(flags[a], env=s3.env)
 
         def a_trial_with_a_stored_checkpoint():
             try:

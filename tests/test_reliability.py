@@ -21,9 +21,9 @@ from optuna.trial import TrialState
 
 from study import run
 from study.cli import run_main
-from tests.conftest import study_dir
 from study.liveness import fail_stale_trials
 from study.storage import JournalFileStorage, open_storage
+from tests.conftest import study_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -2,7 +2,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import optuna
 from optuna.distributions import FloatDistribution

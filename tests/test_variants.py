@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from emotion_core import variants
-from emotion_core.inference import evaluate_logits
 from emotion_core.cache import build_model
+from emotion_core.inference import evaluate_logits
 from emotion_core.models import ModelLoadError, count_parameters, load_tokenizer
 from emotion_core.precision import CPU_BF16_MIN_HIDDEN_SIZE, native_bf16
 from tests.synthetic import build_tiny_gpt2
