@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import optuna
@@ -73,14 +75,48 @@ class Objective:
         trial.set_user_attr("variant", config.variant)
         frozen = trial.study._storage.get_trial(trial._trial_id)
         stored = Checkpoints(self.store, trial.study) if self.store is not None else None
-        local = self.settings.study_dir / "checkpoints" / f"trial-{trial.number}"  # this machine's working copy
+        local = self._working_copy(trial.number)
+        self._continue(trial, frozen, stored, local)
+        failure = None
+        try:
+            result = train(config, self.data, self.tokenizer, self._on_eval(trial, config), on_step=self._on_step(trial), cache=self.cache,
+                           checkpoint_dir=local, on_checkpoint=(lambda folder: stored.save(trial, folder)) if stored is not None else None)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            checkpoint.remove(local)  # another worker took the trial for dead and retries it from the stored checkpoint
+            raise
+        except Exception as error:  # the study goes on; the reason stays with the trial, the traceback in the log
+            failure = describe(error, config.batch_size)
+            append_traceback(self.settings.study_dir, f"trial {trial.number} failed: {failure}", error)
+        # KeyboardInterrupt passes through above and keeps the checkpoints for the retry. Here the exception and the
+        # frames it held (model, optimizer, activations) are gone, so their memory can be given back.
+        done = [*retry_history(frozen), trial.number]  # a dead predecessor's checkpoints go too
+        for number in done:
+            checkpoint.remove(self._working_copy(number))
+        if stored is not None:
+            stored.remove(done, evaluation_steps(len(self.data.train), config))
+        if failure is not None:
+            release_memory()
+            trial.set_user_attr("fail_reason", failure)
+            raise TrialFailed(failure)
+        return self._value(trial, result)
+
+    def _working_copy(self, number: int) -> Path:
+        """This machine's folder for a trial's checkpoints (the artifact store holds the newest for every machine)."""
+        return self.settings.study_dir / "checkpoints" / f"trial-{number}"
+
+    def _continue(self, trial: optuna.Trial, frozen: optuna.trial.FrozenTrial, stored: Checkpoints | None, local: Path) -> None:
+        """A retry starts from the newest checkpoint of the trial it continues, and says so."""
         origin = (retry_history(frozen) or [None])[-1]
-        if origin is not None:
-            trial.set_user_attr("retry_of", origin)
-            found = stored.fetch(frozen, local) if stored is not None else None
-            if self.progress is not None:
-                self.progress.note(f"trial {trial.number} continues trial {origin} " + (f"from step {found}" if found is not None else
-                                   "from the start (no checkpoint of it in the artifact store)"))
+        if origin is None:
+            return
+        trial.set_user_attr("retry_of", origin)
+        step = stored.fetch(frozen, local) if stored is not None else None
+        if self.progress is not None:
+            self.progress.note(f"trial {trial.number} continues trial {origin} " + (
+                f"from step {step}" if step is not None else "from the start (no checkpoint of it in the artifact store)"))
+
+    def _on_eval(self, trial: optuna.Trial, config) -> Callable[[Evaluation], bool]:
+        """Each evaluation: a progress line, and a report to the pruner, which may stop the trial."""
         prune = not self.settings.multi_objective
 
         def on_eval(evaluation: Evaluation) -> bool:
@@ -91,27 +127,15 @@ class Objective:
             trial.report(evaluation.accuracy, evaluation.step)
             return trial.should_prune()
 
-        failure = None
-        try:
-            on_step = (lambda step, total: self.progress.on_trial_step(trial.number, step, total)) if self.progress is not None else None
-            result = train(config, self.data, self.tokenizer, on_eval, on_step=on_step, cache=self.cache, checkpoint_dir=local,
-                           on_checkpoint=(lambda folder: stored.save(trial, folder)) if stored is not None else None)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            checkpoint.remove(local)  # another worker took the trial for dead and retries it from the stored checkpoint
-            raise
-        except Exception as error:  # the study goes on; the reason stays with the trial, the traceback in the log
-            failure = describe(error, config.batch_size)
-            append_traceback(self.settings.study_dir, f"trial {trial.number} failed: {failure}", error)
-        # KeyboardInterrupt passes through above and keeps the checkpoints for the retry. Here the exception and the
-        # frames it held (model, optimizer, activations) are gone, so their memory can be given back.
-        for number in [*retry_history(frozen), trial.number]:  # a dead predecessor's working copy on this machine too
-            checkpoint.remove(self.settings.study_dir / "checkpoints" / f"trial-{number}")
-        if stored is not None:
-            stored.remove([*retry_history(frozen), trial.number], evaluation_steps(len(self.data.train), config))
-        if failure is not None:
-            release_memory()
-            trial.set_user_attr("fail_reason", failure)
-            raise TrialFailed(failure)
+        return on_eval
+
+    def _on_step(self, trial: optuna.Trial) -> Callable[[int, int], None] | None:
+        if self.progress is None:
+            return None
+        return lambda step, total: self.progress.on_trial_step(trial.number, step, total)
+
+    def _value(self, trial: optuna.Trial, result: Result) -> float | tuple[float, float]:
+        """The trial's value from its result; a diverged or stopped run is pruned."""
         record_result(trial, result)
         if result.diverged:
             trial.set_user_attr("fail_reason", result.diverged)
@@ -119,11 +143,11 @@ class Objective:
         if result.stopped_early:
             last = result.evaluations[-1]
             raise optuna.TrialPruned(f"pruned at step {last.step} with val accuracy {last.accuracy:.4f}")
-        if self.settings.multi_objective:
-            memory = result.summary()["peak_memory_mib"]  # as stored in the user attr
-            if memory is None:  # no number to put on the front: the trial fails, with the reason
-                reason = f"peak memory not measured: {result.peak_memory_note}"
-                trial.set_user_attr("fail_reason", reason)
-                raise TrialFailed(reason)
-            return result.val_accuracy, memory
-        return result.val_accuracy
+        if not self.settings.multi_objective:
+            return result.val_accuracy
+        memory = result.summary()["peak_memory_mib"]  # as stored in the user attr
+        if memory is None:  # no number to put on the front: the trial fails, with the reason
+            reason = f"peak memory not measured: {result.peak_memory_note}"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason)
+        return result.val_accuracy, memory
