@@ -291,6 +291,7 @@ def pruning(args: argparse.Namespace, report: dict) -> None:
             "steps": sum(t.user_attrs.get("optimizer_steps", 0) for t in trials),
             "best": study.best_value,
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+            "completed": sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
             "seconds": time.perf_counter() - started,
         }
     pruned, unpruned = outcome[args.pruner], outcome["none"]
@@ -301,13 +302,15 @@ def pruning(args: argparse.Namespace, report: dict) -> None:
         unpruned_steps=unpruned["steps"],
         pruned_steps_ratio=pruned["steps"] / unpruned["steps"],
         pruned_trials=pruned["pruned"],
+        completed_trials_pruned=pruned["completed"],
         best_val_acc_pruned=pruned["best"],
         best_val_acc_unpruned=unpruned["best"],
         pruning_study_s=pruned["seconds"],
         unpruned_study_s=unpruned["seconds"],
     )
     say(f"pruning: {pruned['steps']} steps with {args.pruner} vs {unpruned['steps']} without (ratio "
-        f"{report['pruned_steps_ratio']:.2f}); best val_acc {pruned['best']:.4f} vs {unpruned['best']:.4f}")
+        f"{report['pruned_steps_ratio']:.2f}); {pruned['completed']} of {args.trials} trials completed; best val_acc "
+        f"{pruned['best']:.4f} vs {unpruned['best']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,18 +35,18 @@ def test_resume_counts_finished_trials(study_args, capsys):
     assert study.user_attrs["settings"]["model"] == study_args[1]
 
 
-def test_pruner_prunes_an_absurd_learning_rate(study_args):
+def test_pruner_prunes_an_absurd_learning_rate_once_five_trials_completed(study_args):
     storage = study_args[study_args.index("--storage") + 1]
     study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
     good = {"learning_rate": 1e-2, "lora_dropout": 0.0, "lora_r": 8, "lora_alpha_ratio": 2.0, "lora_targets": "attention", "weight_decay": 0.0}
-    study.enqueue_trial(good)
-    study.enqueue_trial({**good, "lora_dropout": 0.1})
+    for dropout in (0.0, 0.05, 0.1, 0.15, 0.2):  # the default pruner waits for five completed trials
+        study.enqueue_trial({**good, "lora_dropout": dropout})
     study.enqueue_trial({**good, "learning_rate": 3.0})
-    assert run_main(run.main, ["--trials", "3", "--sampler", "random", "--pruner", "median", *study_args]) == 0
+    assert run_main(run.main, ["--trials", "6", "--sampler", "random", "--pruner", "median", *study_args]) == 0
     trials = load(study_args).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
-    assert trials[2].params["learning_rate"] == 3.0
-    assert len(trials[2].intermediate_values) < len(trials[0].intermediate_values)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5 + [TrialState.PRUNED]
+    assert trials[5].params["learning_rate"] == 3.0
+    assert len(trials[5].intermediate_values) < len(trials[0].intermediate_values)
     assert len(trials[0].intermediate_values) == 6  # three times per epoch, two epochs
 
 
