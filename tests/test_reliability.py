@@ -3,6 +3,7 @@
 The kill and Ctrl-C tests run `python -m study.run` as a real subprocess and send it real signals.
 """
 
+import json
 import os
 import signal
 import statistics
@@ -112,6 +113,9 @@ def test_ctrl_c_marks_the_trial_failed_and_says_how_to_resume(study_args, tmp_pa
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["fail_reason"].startswith("interrupted")
     (queued,) = study.get_trials(states=(TrialState.WAITING,))  # the rerun continues it from its checkpoint
     assert queued.params == interrupted.params and queued.system_attrs["failed_trial"] == 1
+    summary = subprocess.run([sys.executable, "-m", "study.report", "--storage", value_of(args, "--storage"), "--json"], cwd=ROOT, env=ENV,
+                             capture_output=True, text=True, timeout=120)
+    assert json.loads(summary.stdout)["counts"] == {"complete": 1, "interrupted": 1, "waiting": 1}  # not counted as failed
 
 
 def postgres_or_skip(url: str):
