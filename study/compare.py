@@ -74,20 +74,30 @@ def run_variant(settings: StudySettings, variant: str, params: dict, seeds: int)
 
 
 def tuned_params(storage: str, names: list[str]) -> tuple[StudySettings, dict[str, tuple[dict, str]]]:
-    """The budget the studies share, and the best completed trial of each variant they hold: variant -> (params, source)."""
+    """The budget the studies share, and the best completed trial of each variant they hold (the best pruned one for a
+    variant with none completed): variant -> (params, source)."""
     studies = [load_stored_study(storage, name) for name in names]
     budgets = {json.dumps({k: getattr(stored_settings(s), k) for k in BUDGET}, sort_keys=True) for s in studies}
     if len(budgets) > 1:
         raise UsageError(f"studies {', '.join(names)} were run on different budgets (model, data, epochs, batch, samples); "
                          "compare studies of one budget")
     best: dict[str, tuple[optuna.trial.FrozenTrial, str]] = {}
-    for study in studies:
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            variant = trial.params.get("variant", trial.user_attrs.get("variant"))
-            if variant not in best or trial.values[0] > best[variant][0].values[0]:
-                best[variant] = (trial, f"study {study.study_name} trial {trial.number}")
+    # A variant's best completed trial; a variant whose trials were all pruned (a pruner compares all variants at a
+    # step) by its best pruned one, whose value is its last report.
+    def score(trial: optuna.trial.FrozenTrial) -> float:
+        return trial.values[0] if trial.values else trial.intermediate_values.get(trial.last_step, float("-inf"))
+
+    for states in ((optuna.trial.TrialState.COMPLETE,), (optuna.trial.TrialState.PRUNED,)):
+        found: dict[str, tuple[optuna.trial.FrozenTrial, str]] = {}
+        for study in studies:
+            for trial in study.get_trials(deepcopy=False, states=states):
+                variant = trial.params.get("variant", trial.user_attrs.get("variant"))
+                if variant not in best and (variant not in found or score(trial) > score(found[variant][0])):
+                    pruned = f" (pruned at step {trial.last_step})" if trial.state == optuna.trial.TrialState.PRUNED else ""
+                    found[variant] = (trial, f"study {study.study_name} trial {trial.number}{pruned}")
+        best.update(found)
     if not best:
-        raise UsageError(f"studies {', '.join(names)} hold no completed trial yet; run python -m study.run first")
+        raise UsageError(f"studies {', '.join(names)} hold no finished trial yet; run python -m study.run first")
     order = [v for v in variants.names() if v in best]
     return stored_settings(studies[0]), {v: ({**best[v][0].params, "variant": v}, best[v][1]) for v in order}
 

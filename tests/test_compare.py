@@ -83,6 +83,24 @@ def test_compare_rejects_bad_input(tiny_model, data_folder, tmp_path, capsys, fl
     assert not (tmp_path / "cmp").exists()
 
 
+def test_a_variant_whose_trials_were_all_pruned_is_represented_by_its_best_pruned_trial(study_args):
+    assert run_main(run.main, ["--trials", "1", "--variant", "head,lora", "--pruner", "none", *study_args]) == 0
+    storage = study_args[study_args.index("--storage") + 1]
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    study = optuna.load_study(study_name="t", storage=storage)
+    done = study.trials[0].params["variant"]
+    other = "lora" if done == "head" else "head"
+    space = {"variant": CategoricalDistribution(["head", "lora"]), "learning_rate": FloatDistribution(1e-5, 5e-3, log=True)}
+    for value, lr in ((0.3, 1e-3), (0.4, 2e-3)):
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params={"variant": other, "learning_rate": lr},
+                                                  distributions=space, intermediate_values={4: value}))
+    _, chosen = compare.tuned_params(storage, ["t"])
+    assert chosen[done][1] == "study t trial 0"
+    assert chosen[other][0]["learning_rate"] == 2e-3 and chosen[other][1] == "study t trial 2 (pruned at step 4)"
+
+
 def test_compare_names_a_study_that_does_not_exist(study_args, capsys):
     storage = study_args[study_args.index("--storage") + 1]
     assert run_main(compare.main, ["--storage", storage, "--from-study", "nope"]) == 2
