@@ -65,8 +65,7 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     return settings
 
 
-# Read by the libraries when they are imported: quiet logs, no datasets bars. The hub's download bars and transformers'
-# own (loading weights) stay: they show a wait of seconds to minutes.
+# Read by the libraries when they are imported: quiet logs, no datasets bars.
 QUIET_ENVIRONMENT = {"TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
                      "TOKENIZERS_PARALLELISM": "false"}
 
@@ -74,8 +73,8 @@ QUIET_ENVIRONMENT = {"TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "e
 def configure_logging(verbose: bool) -> None:
     """Quiet by default: our own lines only. --verbose brings back the libraries' logs and bars. Imports none of the
     training libraries (a command that needs none answers in a second); ones imported already are told directly."""
+    os.environ["EMOTION_STUDY_VERBOSE"] = "1" if verbose else ""  # for quiet_imported_libraries, and processes started later
     if verbose:
-        os.environ["EMOTION_STUDY_VERBOSE"] = "1"  # for processes that start before this one imports (fork server)
         return
     for key, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
@@ -83,14 +82,25 @@ def configure_logging(verbose: bool) -> None:
 
 
 def quiet_imported_libraries() -> None:
+    """Quiet the libraries imported by now, unless --verbose: a command calls it again once it has imported the
+    training libraries (they come after parsing, so that --help needs none)."""
     import warnings
 
     import optuna
 
+    if os.environ.get("EMOTION_STUDY_VERBOSE"):
+        return
     # Optuna's warnings repeat what the progress lines say (a failed trial's reason), with a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if "transformers" in sys.modules:
-        sys.modules["transformers"].logging.set_verbosity_error()
+        import huggingface_hub
+
+        transformers = sys.modules["transformers"]
+        transformers.logging.set_verbosity_error()
+        # Its own bars (loading and writing weights) off; the hub's download bars, which the same call switches off, on:
+        # the first run downloads the model and the data.
+        transformers.logging.disable_progress_bar()
+        huggingface_hub.utils.enable_progress_bars()
     if "datasets" in sys.modules:
         sys.modules["datasets"].disable_progress_bars()
         sys.modules["datasets"].logging.set_verbosity_error()

@@ -22,7 +22,9 @@ def prepare_data(settings: StudySettings) -> tuple[object, TokenizedSplits]:
     """Tokenizer and tokenized splits. A missing model or data set fails here, before anything is written."""
     from emotion_core.data import load_splits, tokenize_splits
     from emotion_core.models import check_model, load_tokenizer
+    from study.cli import quiet_imported_libraries
 
+    quiet_imported_libraries()  # the training libraries are imported now (commands import them after parsing)
     check_model(settings.model)
     tokenizer = load_tokenizer(settings.tokenizer_name)
     splits = load_splits(

@@ -36,10 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     if not texts:
         raise UsageError("no sentence to classify: pass them as arguments or one per line on stdin")
     from emotion_core.inference import classify
+    from study.cli import quiet_imported_libraries
     from study.final_model import fetch_final, load_final_model
     from study.studies import FINAL_ATTR, artifact_location, load_stored_study, stored_settings
     from study.urls import mask_url
 
+    quiet_imported_libraries()
     study = load_stored_study(args.storage, args.study_name, say=lambda line: print(line, file=sys.stderr), final=True)
     if FINAL_ATTR not in study.user_attrs:
         raise UsageError(f"no final model for study {study.study_name!r}; run python -m study.final --storage {mask_url(args.storage)} "

@@ -15,3 +15,5 @@ import transformers  # noqa: E402, F401
 
 import emotion_core.training.loop  # noqa: E402, F401
 import study.objective  # noqa: E402, F401
+
+quiet_imported_libraries()  # now that transformers is here
