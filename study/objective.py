@@ -116,7 +116,8 @@ class Objective:
                 f"from step {step}" if step is not None else "from the start (no checkpoint of it in the artifact store)"))
 
     def _on_eval(self, trial: optuna.Trial, config) -> Callable[[Evaluation], bool]:
-        """Each evaluation: a progress line, and a report to the pruner, which may stop the trial."""
+        """Each evaluation: a progress line, and a report to the pruner, which may stop the trial; not at the last one,
+        where there is nothing left to save (a 30-trial SmolLM2 study had a trial pruned there, fully trained)."""
         prune = not self.settings.multi_objective
 
         def on_eval(evaluation: Evaluation) -> bool:
@@ -125,7 +126,7 @@ class Objective:
             if not prune:
                 return False
             trial.report(evaluation.accuracy, evaluation.step)
-            return trial.should_prune()
+            return evaluation.epoch < config.epochs - 1e-6 and trial.should_prune()
 
         return on_eval
 
