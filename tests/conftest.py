@@ -86,7 +86,7 @@ def finished_study(tiny_model, data_folder, tmp_path_factory):
     storage, out = f"sqlite:///{root / 'study.db'}", str(root / "out")
     study = optuna.create_study(study_name="done", storage=storage, direction="maximize")
     # Learning rates at which each variant learns the synthetic task (tests/test_train.py).
-    lora = {"lora_dropout": 0.0, "lora_r": 8, "lora_alpha_ratio": 2.0, "lora_targets": "attention", "weight_decay": 0.0}
+    lora = {"lora_dropout": 0.0, "lora_r": 8, "weight_decay": 0.0}
     study.enqueue_trial({"variant": "head", "learning_rate": 3e-2, "head_dropout": 0.0, "weight_decay": 0.0})
     study.enqueue_trial({"variant": "lora", "learning_rate": 1e-2, **lora})
     study.enqueue_trial({"variant": "qlora", "learning_rate": 1e-2, **lora})

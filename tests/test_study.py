@@ -38,7 +38,7 @@ def test_resume_counts_finished_trials(study_args, capsys):
 def test_pruner_prunes_an_absurd_learning_rate_once_five_trials_completed(study_args):
     storage = study_args[study_args.index("--storage") + 1]
     study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
-    good = {"learning_rate": 1e-2, "lora_dropout": 0.0, "lora_r": 8, "lora_alpha_ratio": 2.0, "lora_targets": "attention", "weight_decay": 0.0}
+    good = {"learning_rate": 1e-2, "lora_dropout": 0.0, "lora_r": 8, "weight_decay": 0.0}
     for dropout in (0.0, 0.05, 0.1, 0.15, 0.2):  # the default pruner waits for five completed trials
         study.enqueue_trial({**good, "lora_dropout": dropout})
     study.enqueue_trial({**good, "learning_rate": 3.0})
