@@ -216,7 +216,11 @@ def confusion_matrix_figure(report: dict):
     if slant:
         plt.setp(axes.get_xticklabels(), ha="right", rotation_mode="anchor")
     epochs = report["train_config"]["epochs"]
-    lines = [f"{report['study_name']}: {report['variant']}, test accuracy {report['test_accuracy']:.4f}",
+    seeds = report["seeds"]
+    # The matrix is the saved model's, the first seed's; with several seeds the mean is said apart.
+    accuracy = report["test_accuracy_per_seed"][0]
+    lines = [f"{report['study_name']}: {report['variant']}, seed {seeds[0]}, test accuracy {accuracy:.4f}",
+             *([f"(mean of {len(seeds)} seeds: {report['test_accuracy']:.4f} ± {report['test_accuracy_std']:.4f})"] if len(seeds) > 1 else []),
              f"trained on {report['n_train']} sentences x {epochs:g} epoch(s)"]
     axes.set_title("\n".join(part for line in lines for part in textwrap.wrap(line, 60)), fontsize=10)  # a long study name wraps
     axes.set(xlabel="predicted label", ylabel="true label")

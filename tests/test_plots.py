@@ -154,12 +154,16 @@ def test_confusion_matrix_title_says_the_training_budget(labels, tmp_path):
     rng = np.random.default_rng(0)
     matrix = rng.integers(0, 40, (len(labels), len(labels))) + np.diag(rng.integers(80, 300, len(labels)))
     report = {"study_name": "gpt2-lora", "variant": "lora", "test_accuracy": 0.9315, "n_train": 16000, "n_validation": 2000,
-              "train_config": {"epochs": 3.0}, "labels": labels, "confusion_matrix": matrix.tolist()}
+              "train_config": {"epochs": 3.0}, "labels": labels, "confusion_matrix": matrix.tolist(), "seeds": [0],
+              "test_accuracy_per_seed": [0.9315], "test_accuracy_std": 0.0}
     figure = plots.confusion_matrix_figure(report)
     axes = figure.axes[0]
     title = " ".join(axes.get_title().split())
-    assert "gpt2-lora" in title and "lora" in title and "test accuracy 0.9315" in title
+    assert "gpt2-lora" in title and "lora" in title and "seed 0, test accuracy 0.9315" in title and "mean" not in title
     assert "trained on 16000 sentences x 3 epoch(s)" in title
+    seeds = {**report, "seeds": [0, 1, 2], "test_accuracy_per_seed": [0.93, 0.92, 0.95], "test_accuracy_std": 0.0153}
+    title = " ".join(plots.confusion_matrix_figure(seeds).axes[0].get_title().split())
+    assert "seed 0, test accuracy 0.9300" in title and "(mean of 3 seeds: 0.9315 ± 0.0153)" in title  # the matrix is seed 0's
     assert [t.get_text() for t in axes.get_xticklabels()] == labels == [t.get_text() for t in axes.get_yticklabels()]
     path = plots.save_confusion_matrix(report, tmp_path / "cm.png")
     assert path.read_bytes()[:8] == PNG
