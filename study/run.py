@@ -37,6 +37,11 @@ from study.studies import (
 from study.urls import mask_url
 
 
+# One evaluation on n sentences near 50 % accuracy has a standard error of about 50/sqrt(n) points: 3.5 at 200, where a
+# SmolLM2 study's best trial tested no better than the defaults (0.3945 against 0.3955, issue 11); README, Results, has 500.
+ADVISED_VALIDATION = 500
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m study.run",
@@ -123,6 +128,10 @@ def run_study(settings: StudySettings, argv: list[str] | None) -> int:
     from study.objective import Objective
     from study.trials import TrialsKeepFailing
     tokenizer, data = prepare_data(settings)  # bad data fails here, before the storage or the study is made
+    if len(data.validation) < ADVISED_VALIDATION:
+        print(f"note: {len(data.validation)} validation sentences: one evaluation's accuracy is uncertain by about "
+              f"{50 / len(data.validation) ** 0.5:.1f} points (one standard error), so the best trial may be picked by luck; "
+              f"{ADVISED_VALIDATION} or more are advised (README, Results)", flush=True)
     storage = open_storage(settings.storage)
     check_stored_settings(storage, settings)
     study = create_or_load(storage, settings, data.labels)
