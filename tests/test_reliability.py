@@ -16,11 +16,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.distributions import FloatDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from study import run
+from study.artifacts import CHECKPOINT_ATTR
 from study.cli import run_main
 from study.liveness import fail_stale_trials
 from study.storage import JournalFileStorage, open_storage
@@ -52,16 +54,25 @@ def start(args) -> subprocess.Popen:
     return subprocess.Popen(command(args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(process: subprocess.Popen, folder: Path, timeout: float = 180) -> None:
-    """Until the trial that owns ``folder`` has saved a complete checkpoint: then it is mid-trial."""
+def wait_for_checkpoint(process: subprocess.Popen, args: list[str], number: int, timeout: float = 180) -> None:
+    """Until trial ``number`` has a checkpoint a retry can resume from: saved, put in the artifact store and pointed to
+    by the trial (a kill between the local save and the pointer leaves the retry nothing to resume from)."""
     deadline = time.monotonic() + timeout
-    while not any(folder.glob("checkpoint-*/progress.json")):
+    while not _has_checkpoint(args, number):
         if process.poll() is not None:
-            pytest.fail(f"the run ended before {folder} appeared: {process.communicate()}")
+            pytest.fail(f"the run ended before trial {number} stored a checkpoint: {process.communicate()}")
         if time.monotonic() > deadline:
             process.kill()
-            pytest.fail(f"no checkpoint in {folder} after {timeout}s")
-        time.sleep(0.02)
+            pytest.fail(f"no checkpoint of trial {number} after {timeout}s")
+        time.sleep(0.1)
+
+
+def _has_checkpoint(args: list[str], number: int) -> bool:
+    try:
+        trials = load(args).trials
+    except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):  # no study yet, or a write holds the file
+        return False
+    return len(trials) > number and CHECKPOINT_ATTR in trials[number].user_attrs
 
 
 def snapshot(study):
@@ -72,7 +83,7 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(study_args, t
     args = ["--trials", "4", *SMALL, *study_args]
     checkpoints = study_dir(args) / "checkpoints"
     process = start(args)
-    wait_for_checkpoint(process, checkpoints / "trial-2")
+    wait_for_checkpoint(process, args, 2)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     before = snapshot(load(args))
@@ -102,7 +113,7 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(study_args, t
 def test_ctrl_c_marks_the_trial_failed_and_says_how_to_resume(study_args, tmp_path):
     args = ["--trials", "3", *SMALL, *study_args]
     process = start(args)
-    wait_for_checkpoint(process, study_dir(args) / "checkpoints" / "trial-1")
+    wait_for_checkpoint(process, args, 1)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
