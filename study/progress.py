@@ -174,8 +174,11 @@ class RunProgress:
         self.every_s = every_s
         self.bar = tqdm(desc=label, unit="step", disable=None if bar else True, dynamic_ncols=True, leave=False)
         self._started = self._said = time.monotonic()
+        self._total = 0
+        self._trained = False  # the last step's validation is done: a prediction pass now is the test
 
     def on_step(self, step: int, total: int) -> None:
+        self._total = total
         if self.bar.total != total:
             self.bar.reset(total=total)
         self.bar.update(step - self.bar.n)
@@ -187,11 +190,22 @@ class RunProgress:
             self._line(f"step {step}/{total} ({step / max(total, 1):.0%}), {tqdm.format_interval(elapsed)} elapsed, eta {eta}")
 
     def on_eval(self, evaluation: Evaluation) -> None:
+        self._trained = evaluation.step >= self._total
         text = f"epoch {evaluation.epoch:.2f} val_acc={evaluation.accuracy:.4f}"
         if self.bar.disable:
             self._line(f"step {evaluation.step}: {text}")
         else:
             self.bar.set_postfix_str(text)
+
+    def on_predict(self, batch: int, batches: int) -> None:
+        """A validation pass during training; the test pass once all steps are done (minutes on a CPU: said at once)."""
+        text = f"{'testing' if self._trained else 'validating'}: batch {batch}/{batches}"
+        now = time.monotonic()
+        if not self.bar.disable:
+            self.bar.set_postfix_str(text)
+        elif (self._trained and batch == 1) or now - self._said >= self.every_s:
+            self._said = now
+            self._line(text)
 
     def _line(self, text: str) -> None:
         tqdm.write(f"  {self.label}: {text}", file=self.file)

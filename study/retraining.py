@@ -39,8 +39,8 @@ def retrain(config: TrainConfig, data: TokenizedSplits, tokenizer, seeds: int, *
         run = replace(config, seed=config.seed + k)
         progress = RunProgress(f"{label} seed {run.seed}" + (f" ({k + 1}/{seeds})" if seeds > 1 else ""))
         try:
-            result = train(run, data, tokenizer, progress.on_eval, on_step=progress.on_step, cache=cache, evaluate_test=True,
-                           save_to=save_to if k == 0 else None)
+            result = train(run, data, tokenizer, progress.on_eval, on_step=progress.on_step, on_predict=progress.on_predict, cache=cache,
+                           evaluate_test=True, save_to=save_to if k == 0 else None)
         finally:
             progress.close()
         if result.test is None:

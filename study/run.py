@@ -36,7 +36,6 @@ from study.studies import (
 )
 from study.urls import mask_url
 
-
 # One evaluation on n sentences near 50 % accuracy has a standard error of about 50/sqrt(n) points: 3.5 at 200, where a
 # SmolLM2 study's best trial tested no better than the defaults (0.3945 against 0.3955, issue 11); README, Results, has 500.
 ADVISED_VALIDATION = 500

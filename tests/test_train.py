@@ -1,8 +1,11 @@
+import io
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from emotion_core.training import TrainConfig, train
+from study.progress import RunProgress
 
 # Learning rates at which each variant learns the synthetic task on the tiny model within 3 epochs.
 LEARNING_RATES = {"head": 3e-2, "lora": 1e-2, "qlora": 1e-2, "full": 3e-3}
@@ -44,3 +47,15 @@ def test_bf16_trains_over_a_bf16_base(variant, tiny_model, tokenizer, tokenized,
     result = train(config, tokenized, tokenizer, evaluate_test=True, save_to=tmp_path / "w")
     assert result.val_accuracy > 0.4 and result.test["accuracy"] > 0.4
     assert {t.dtype for t in load_file(result.saved_to).values()} == {torch.float32}
+
+
+def test_progress_says_validating_during_training_and_testing_after_it(tiny_model, tokenizer, tokenized):
+    out = io.StringIO()
+    progress = RunProgress("lora seed 0", file=out, every_s=0.0, bar=False)  # no terminal: a line for each batch
+    config = TrainConfig(model=tiny_model, variant="lora", epochs=1, batch_size=16)
+    train(config, tokenized, tokenizer, progress.on_eval, on_step=progress.on_step, on_predict=progress.on_predict, evaluate_test=True)
+    lines = out.getvalue().splitlines()
+    last_eval = max(i for i, line in enumerate(lines) if "val_acc=" in line)
+    assert any("validating: batch 1/" in line for line in lines[:last_eval])
+    assert lines[last_eval + 1] == f"  lora seed 0: testing: batch 1/{-(-len(tokenized.test) // 32)}"  # CPU eval batch: 2x the training batch
+    assert not any("validating" in line for line in lines[last_eval:])

@@ -16,6 +16,7 @@ from emotion_core.weights import trainable_state
 
 OnEval = Callable[[Evaluation], bool | None]
 OnStep = Callable[[int, int], None]  # (optimizer step, steps in the run)
+OnPredict = Callable[[int, int], None]  # (batch, batches) of a validation or test pass
 
 
 def evaluation_steps(n_train: int, config: TrainConfig) -> set[int]:
@@ -94,10 +95,25 @@ class Stopper(TrainerCallback):
 
 
 class StepHook(TrainerCallback):
-    """Tells ``on_step`` each optimizer step and the run's total, for a progress display."""
+    """Tells ``on_step`` each optimizer step and the run's total, and ``on_predict`` each batch of a validation or test
+    pass and the pass's batches, for a progress display (a test pass of 2000 sentences takes minutes on a CPU)."""
 
-    def __init__(self, on_step: OnStep):
+    def __init__(self, on_step: OnStep | None, on_predict: OnPredict | None = None):
         self.on_step = on_step
+        self.on_predict_batch = on_predict
+        self._batch = 0
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.on_step(state.global_step, state.max_steps)
+        if self.on_step is not None:
+            self.on_step(state.global_step, state.max_steps)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.on_predict_batch is not None and eval_dataloader is not None:
+            self._batch += 1
+            self.on_predict_batch(self._batch, len(eval_dataloader))
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._batch = 0
+
+    def on_predict(self, args, state, control, **kwargs):
+        self._batch = 0

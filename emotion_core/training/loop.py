@@ -26,7 +26,7 @@ from emotion_core.metrics import classification_metrics, predictions_from_logits
 from emotion_core.models import count_parameters
 from emotion_core.precision import use_gpu
 from emotion_core.training import checkpoint
-from emotion_core.training.callbacks import OnEval, OnStep, StepHook, Stopper, Tracker, evaluation_steps
+from emotion_core.training.callbacks import OnEval, OnPredict, OnStep, StepHook, Stopper, Tracker, evaluation_steps
 from emotion_core.training.config import Result, TrainConfig
 from emotion_core.training.sampler import trainer_class
 
@@ -127,14 +127,14 @@ class Callbacks:
     resumed_from_step: int
 
 
-def _callbacks(config: TrainConfig, prepared: Prepared, on_eval: OnEval | None, on_step: OnStep | None, checkpoint_dir,
-               on_checkpoint: Callable[[Path], None] | None) -> Callbacks:
+def _callbacks(config: TrainConfig, prepared: Prepared, on_eval: OnEval | None, on_step: OnStep | None,
+               on_predict: OnPredict | None, checkpoint_dir, on_checkpoint: Callable[[Path], None] | None) -> Callbacks:
     eval_at = evaluation_steps(len(prepared.splits.train), config)
     resume, record = checkpoint.restore(checkpoint_dir) if checkpoint_dir is not None else (None, None)
     tracker = Tracker(prepared.model, eval_at, record)
     stopper = Stopper(tracker.record, on_eval)
     extra = [checkpoint.CheckpointCallback(eval_at, tracker.record, on_checkpoint)] if checkpoint_dir is not None else []
-    extra += [StepHook(on_step)] if on_step is not None else []
+    extra += [StepHook(on_step, on_predict)] if on_step is not None or on_predict is not None else []
     return Callbacks(tracker, stopper, [tracker, stopper, *extra], str(resume) if resume else None, checkpoint.step_of(resume) if resume else 0)
 
 
@@ -172,6 +172,7 @@ def train(
     on_eval: OnEval | None = None,
     *,
     on_step: OnStep | None = None,
+    on_predict: OnPredict | None = None,
     cache: ModelCache | None = None,
     evaluate_test: bool = False,
     save_to: str | os.PathLike | None = None,
@@ -181,7 +182,8 @@ def train(
     """Train ``config`` on ``data.train``, selecting on ``data.validation``.
 
     ``on_eval`` is called after each validation evaluation; returning True stops training. ``on_step`` is told each
-    optimizer step and the total (a progress display). ``cache`` keeps the loaded
+    optimizer step and the total, ``on_predict`` each batch of a validation or test pass and their number (progress
+    displays). ``cache`` keeps the loaded
     base and the head's features for later runs (without one, nothing is kept). With ``evaluate_test`` the kept weights
     are evaluated once on ``data.test``; with ``save_to`` the variant saves them there. With ``checkpoint_dir`` a
     checkpoint is kept there at each evaluation (and ``on_checkpoint`` told its folder), and a run that finds one
@@ -193,7 +195,7 @@ def train(
     prepared = callbacks = trainer = None
     try:
         prepared = prepare(config, data, tokenizer, cache or ModelCache(), with_test=evaluate_test)
-        callbacks = _callbacks(config, prepared, on_eval, on_step, checkpoint_dir, on_checkpoint)
+        callbacks = _callbacks(config, prepared, on_eval, on_step, on_predict, checkpoint_dir, on_checkpoint)
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
             trainer = _trainer(config, prepared, callbacks, str(checkpoint_dir or scratch))
             with PeakMemory() as memory:
