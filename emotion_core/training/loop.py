@@ -183,11 +183,10 @@ def train(
 
     ``on_eval`` is called after each validation evaluation; returning True stops training. ``on_step`` is told each
     optimizer step and the total, ``on_predict`` each batch of a validation or test pass and their number (progress
-    displays). ``cache`` keeps the loaded
-    base and the head's features for later runs (without one, nothing is kept). With ``evaluate_test`` the kept weights
-    are evaluated once on ``data.test``; with ``save_to`` the variant saves them there. With ``checkpoint_dir`` a
-    checkpoint is kept there at each evaluation (and ``on_checkpoint`` told its folder), and a run that finds one
-    continues from it. Model and GPU memory are freed before returning or raising.
+    displays). ``cache`` keeps the loaded base and the head's features for later runs (without one, nothing is kept).
+    With ``evaluate_test`` the kept weights are evaluated once on ``data.test``; with ``save_to`` the variant saves them
+    there. With ``checkpoint_dir`` a checkpoint is kept there at each evaluation (and ``on_checkpoint`` told its folder),
+    and a run that finds one continues from it. Model and GPU memory are freed before returning or raising.
     """
     from transformers import set_seed
 
