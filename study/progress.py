@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 
 import optuna
 from optuna.trial import TrialState
@@ -26,14 +27,7 @@ def outcome(trial: optuna.trial.FrozenTrial) -> str:
 def state_counts(study: optuna.Study) -> dict[str, int]:
     """Trials per outcome (see outcome), in a fixed order; outcomes without trials are left out. Trials that were
     interrupted or whose process died are counted apart from failed ones: they were retried."""
-    frame = study.trials_dataframe(attrs=("number", "state", "user_attrs"))
-    if not len(frame):
-        return {}
-    reasons = frame.get("user_attrs_fail_reason", frame["state"].map(lambda _: "")).fillna("").astype(str)
-    kinds = frame["state"].str.lower().where(frame["state"] != "FAIL", "failed")
-    for kind, mark in FAIL_KINDS.items():
-        kinds = kinds.where(~((frame["state"] == "FAIL") & reasons.str.contains(mark, regex=False)), kind)
-    counts = kinds.value_counts()
+    counts = Counter(outcome(trial) for trial in study.get_trials(deepcopy=False))
     order = ("complete", "pruned", "failed", "interrupted", "died", "surplus", "running", "waiting")
     return {kind: int(counts[kind]) for kind in order if kind in counts}
 
@@ -131,8 +125,10 @@ class Progress:
         """Inside a trial: its step on the bar's description, or a line every self.every_s seconds without a bar."""
         now = time.monotonic()
         if not self.bar.disable:
-            self.bar.set_description_str(f"{self._name} (trial {number}: step {step}/{total})", refresh=now - self._said >= 0.5)
-            self._said = now if now - self._said >= 0.5 else self._said
+            refresh = now - self._said >= 0.5
+            self.bar.set_description_str(f"{self._name} (trial {number}: step {step}/{total})", refresh=refresh)
+            if refresh:
+                self._said = now
         elif now - self._said >= self.every_s:
             self._said = now
             self.write(f"  trial {number:>3} step {step}/{total} ({step / max(total, 1):.0%})")
