@@ -25,18 +25,23 @@ def fetch_final(study, settings) -> Path:
     return folder
 
 
-def load_final_model(folder: Path, model: str | None = None):
-    """(model, tokenizer) as study.final trained them: the base model (as its variant stores it) plus the saved
-    weights. ``model`` replaces the stored base model's path (the same model elsewhere on this machine)."""
-    import torch
-
+def _stored_run(folder: Path, model: str | None = None):
+    """(report, TrainConfig, tokenizer) of the final model in ``folder``; ``model`` replaces the stored base model's path."""
     from emotion_core.models import load_tokenizer
     from emotion_core.training import TrainConfig
 
     report = json.loads((folder / "report.json").read_text())
     config = TrainConfig.from_dict(report["train_config"])
     config.model = model or config.model
-    tokenizer = load_tokenizer(model or report.get("tokenizer") or config.model)
+    return report, config, load_tokenizer(model or report.get("tokenizer") or config.model)
+
+
+def load_final_model(folder: Path, model: str | None = None):
+    """(model, tokenizer) as study.final trained them: the base model (as its variant stores it) plus the saved
+    weights. ``model`` replaces the stored base model's path (the same model elsewhere on this machine)."""
+    import torch
+
+    report, config, tokenizer = _stored_run(folder, model)
     base = config.spec.load_base(config.model, tokenizer.pad_token_id, config.precision, report["labels"])
     trained = config.spec.load_trained(base, folder / "model")
     if torch.cuda.is_available() and not config.spec.quantized:  # a 4-bit model is placed when it is loaded
@@ -47,12 +52,7 @@ def load_final_model(folder: Path, model: str | None = None):
 def export_standalone(folder: Path) -> Path:
     """``folder``/standalone: the final model as a plain transformers model (an adapter merged into its base where
     the variant allows it), its label names in its config, and its tokenizer; transformers.pipeline loads it as it is."""
-    from emotion_core.models import load_tokenizer
-    from emotion_core.training import TrainConfig
-
-    report = json.loads((folder / "report.json").read_text())
-    config = TrainConfig.from_dict(report["train_config"])
-    tokenizer = load_tokenizer(report.get("tokenizer") or config.model)
+    report, config, tokenizer = _stored_run(folder)
     base = config.spec.standalone_base(config.model, tokenizer.pad_token_id, report["labels"])
     out = folder / STANDALONE
     config.spec.standalone(config.spec.load_trained(base, folder / "model")).save_pretrained(str(out))
