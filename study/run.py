@@ -94,13 +94,15 @@ def create_or_load(storage, settings: StudySettings, labels: tuple[str, ...]) ->
     study = optuna.create_study(study_name=settings.resolved_study_name(), storage=storage, directions=settings.directions,
                                 pruner=make_pruner(settings), load_if_exists=True)
     if "settings" not in study.user_attrs:
-        study.set_user_attr("settings", settings.identity())
         study.set_user_attr(ARTIFACT_STORE_ATTR, settings.artifact_location)
         study.set_user_attr("labels", list(labels))  # the label names the data gave, by id
         study.set_user_attr(FINGERPRINTS_ATTR, fingerprints(settings))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(settings.metric_names)
+        # Last: another machine that sees the settings must also see the fingerprints, or it compares its own
+        # model and data paths with these and refuses them.
+        study.set_user_attr("settings", settings.identity())
     study.sampler = make_sampler(settings)
     return study
 

@@ -1,4 +1,5 @@
 import json
+import sqlite3
 
 import optuna
 import pytest
@@ -105,6 +106,16 @@ def test_other_settings_under_the_same_name_are_refused(study_args, capsys):
     assert run_main(run.main, ["--trials", "2", "--variant", "head", *study_args]) == 2
     assert "--variant: stored 'lora', given 'head'" in capsys.readouterr().err
     assert len(load(study_args).trials) == 1
+
+
+def test_the_settings_are_stored_last_so_a_second_machine_never_sees_them_without_the_fingerprints(study_args):
+    # A second machine that finds the settings but not yet the fingerprints compares its own model and data paths
+    # with the first machine's, and refuses them (seen in CI with two machines started together).
+    assert run_main(run.main, ["--trials", "1", *study_args]) == 0
+    database = study_args[study_args.index("--storage") + 1].removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:
+        keys = [key for (key,) in connection.execute("SELECT key FROM study_user_attributes ORDER BY study_user_attribute_id")]
+    assert "fingerprints" in keys and keys[-1] == "settings", keys
 
 
 @pytest.mark.parametrize(
