@@ -318,6 +318,7 @@ class TokenizedSplits:
     test: Dataset
     key: str
     labels: tuple[str, ...] = LABELS
+    max_length: int = MAX_LENGTH  # the tokens a text keeps; longer ones were cut
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -380,4 +381,5 @@ def tokenize_splits(
             except OSError:  # another process finished first; its copy is identical
                 shutil.rmtree(staging, ignore_errors=True)
         tokenized = load_from_disk(str(path))
-    return TokenizedSplits(train=tokenized["train"], validation=tokenized["validation"], test=tokenized["test"], key=key, labels=splits.labels)
+    return TokenizedSplits(train=tokenized["train"], validation=tokenized["validation"], test=tokenized["test"], key=key, labels=splits.labels,
+                           max_length=max_length)

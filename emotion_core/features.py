@@ -117,6 +117,13 @@ class FeatureDataset(torch.utils.data.Dataset):
         self.labels = torch.tensor(split["label"][:], dtype=torch.long)
         self.lengths = list(split["length"][:])  # the samplers group and order rows as they do for token rows
 
+    def select(self, rows: list[int]) -> FeatureDataset:
+        """These rows only, in this order (as datasets.Dataset.select)."""
+        subset = FeatureDataset.__new__(FeatureDataset)
+        subset.features, subset.labels = self.features[rows], self.labels[rows]
+        subset.lengths = [self.lengths[i] for i in rows]
+        return subset
+
     def __len__(self) -> int:
         return len(self.labels)
 

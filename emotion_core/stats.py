@@ -1,5 +1,5 @@
-"""How much a test accuracy can be trusted: its spread over seeds, a bootstrap interval over test sentences and seeds,
-and McNemar's test of whether two models differ on the same test sentences."""
+"""How much an accuracy can be trusted: its spread over seeds, a bootstrap interval over test sentences and seeds,
+McNemar's test of whether two models differ on the same sentences, and a paired interval of their difference."""
 
 from __future__ import annotations
 
@@ -67,12 +67,30 @@ def majority_correct(labels, predictions) -> np.ndarray:
 
 
 def mcnemar(labels, first, second) -> dict:
-    """McNemar's exact test on the same test sentences: of the sentences exactly one of the two models gets right (by
-    the majority of its seeds), is either side's share different from one half? (scipy's exact binomial test.)"""
+    """McNemar's exact test on the same test sentences, each model's answer by the majority of its seeds (see
+    :func:`mcnemar_correct`)."""
+    return mcnemar_correct(majority_correct(labels, first), majority_correct(labels, second))
+
+
+def mcnemar_correct(first, second) -> dict:
+    """McNemar's exact test of two models on the same sentences, from whether each got each sentence right: of the
+    sentences exactly one of them got right, is either side's share different from one half?"""
     from scipy.stats import binomtest
 
-    a, b = majority_correct(labels, first), majority_correct(labels, second)
+    a, b = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
     only_first, only_second = int(np.sum(a & ~b)), int(np.sum(~a & b))
     discordant = only_first + only_second
     p_value = float(binomtest(only_first, discordant, 0.5).pvalue) if discordant else 1.0
     return {"only_first_right": only_first, "only_second_right": only_second, "p_value": p_value}
+
+
+def paired_difference(first, second, resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """The accuracy of ``first`` minus that of ``second`` on the same sentences (each a bool per sentence: got it
+    right), with a 95% percentile bootstrap interval that resamples the sentences, both models' answers together."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    n = len(a)
+    rng = np.random.default_rng(seed)
+    difference = a - b
+    boot = difference[rng.integers(n, size=(resamples, n))].mean(axis=1) if n else np.zeros(1)
+    low, high = (float(q) for q in np.quantile(boot, [0.025, 0.975]))
+    return {"difference": float(difference.mean()) if n else 0.0, "ci95": [low, high]}

@@ -1,4 +1,4 @@
-"""GPU check of a study's reliability (issue 3); needs a CUDA GPU, about a minute, no network.
+"""GPU check of a study's reliability; needs a CUDA GPU, about a minute, no network.
 
 1. A real CUDA out-of-memory error in one trial (the allocator is capped for that trial only) fails that trial with
    its reason, frees its memory, and the study goes on.
@@ -24,14 +24,15 @@ import torch  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from emotion_core.cache import ModelCache  # noqa: E402
-from study.cli import configure_logging  # noqa: E402
-from study.inputs import prepare_data  # noqa: E402
-from study.objective import Objective  # noqa: E402
-from study.progress import Progress  # noqa: E402
-from study.sampling import make_sampler  # noqa: E402
+from study import records  # noqa: E402
+from study._backends import open_storage  # noqa: E402
+from study._command import configure_logging  # noqa: E402
+from study._inputs import prepare_data  # noqa: E402
+from study._show.progress import Progress  # noqa: E402
+from study._trials.loop import run_trials  # noqa: E402
+from study._trials.objective import Objective  # noqa: E402
+from study._trials.sampling import make_sampler  # noqa: E402
 from study.settings import StudySettings  # noqa: E402
-from study.storage import open_storage  # noqa: E402
-from study.trials import run_trials  # noqa: E402
 from tests.synthetic import build_tiny_gpt2, write_txt_folder  # noqa: E402
 
 MIB = 2**20
@@ -51,16 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = StudySettings(
         trials=2 if dry_run else 20, model=str(model), data=str(data), variant="lora", storage=f"sqlite:///{folder}/study.db",
         study_name="gpu", epochs=1 if dry_run else 2, batch_size=16 if dry_run else 32, pruner="none", sampler="random",
-        output_dir=str(folder / "out"),
+        output_dir=str(folder / "out"), baseline=False, patience=0,
     )
     configure_logging(False)
     storage = open_storage(settings.storage)
     study = optuna.create_study(study_name="gpu", storage=storage, direction="maximize", sampler=make_sampler(settings))
     tokenizer, tokenized = prepare_data(settings)
     progress = Progress(study, settings.trials)
-    objective = Objective(settings, tokenized, tokenizer, progress, ModelCache())
+    objective = Objective(settings, tokenized, tokenizer, storage, progress, ModelCache())
     if dry_run:
-        run_trials(study, objective, settings, [progress])
+        run_trials(storage, study, objective, settings.trials, [progress])
         finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
         print(f"dry run: {len(finished)} of {settings.trials} trials finished on the CPU")
         return 0 if len(finished) == settings.trials else 1
@@ -74,16 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_per_process_memory_fraction(1.0)
         allocated_after.append(round((torch.cuda.memory_allocated() - baseline) / MIB, 2))
 
-    run_trials(study, objective, settings, [progress, after_trial])
+    run_trials(storage, study, objective, settings.trials, [progress, after_trial])
 
     first = study.trials[0]
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    peaks = [t.user_attrs["peak_memory_mib"] for t in finished]
-    print(f"\ntrial 0: {first.state.name}, fail_reason: {first.user_attrs.get('fail_reason')}")
+    peaks = [records.TrialResult.read(t).peak_memory_mib for t in finished]
+    reason = records.fail_reason(first) or ""
+    print(f"\ntrial 0: {first.state.name}, fail_reason: {reason}")
     print(f"allocated MiB above the start after each trial: {allocated_after}")
     print(f"finished trials: {len(finished)}; peak allocated MiB, first 5: {peaks[:5]}, last 5: {peaks[-5:]}")
     checks = {
-        "trial 0 failed out of GPU memory": first.state == TrialState.FAIL and "out of GPU memory" in first.user_attrs.get("fail_reason", ""),
+        "trial 0 failed out of GPU memory": first.state == TrialState.FAIL and "out of GPU memory" in reason,
         "its memory was freed": allocated_after[0] <= 1.0,
         "the study went on to 20 finished trials": len(finished) == 20,
         # from trial 1 on: the first successful trial also allocates what CUDA libraries keep (cuBLAS workspaces)

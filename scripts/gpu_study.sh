@@ -159,12 +159,11 @@ print("python", sys.version.split()[0], "torch", torch.__version__, "transformer
 if int(pyarrow.__version__.split(".")[0]) < 24:
     sys.exit("pyarrow < 24 here: run(command='bash scripts/gpu_study.sh receive p', carry=['.smol/p']) before the run")
 assert torch.cuda.is_available() or os.environ.get("DRY_RUN") == "1", "no GPU visible"
-# study.final --seeds N (the chosen trial retrained with N seeds: mean, std and 95% CI of test accuracy) is the
-# study's result: without it the run would measure half of what it is for. Asked here, in the process that has
-# imported what study.final needs, rather than in one more.
-from study.final import build_parser
-if "--seeds" not in build_parser().format_help():
-    sys.exit("error: this checkout's study.final has no --seeds flag (being added on main); merge it before this run")
+# final --seeds N (the chosen trial retrained with N seeds: mean, std and 95% CI of test accuracy) is the study's
+# result: without it the run would measure half of what it is for.
+from study.final import COMMAND
+if "--seeds" not in COMMAND.parser().format_help():
+    sys.exit("error: this checkout's final command has no --seeds flag")
 EOF
     if [ -z "${GPU_STUDY_MODEL:-}" ]; then model_from_gguf "$1"; fi
 }
@@ -174,7 +173,7 @@ EOF
 run_study() {
     local name=$1 lines=$2 log=$3 workers=$4 started code=0
     shift 4
-    rm -rf "$work/$name.journal" "$work/storage/$name"  # a fresh study each time the script runs
+    rm -rf "$work/$name.journal" "$work"/storage/*/"$name"-*  # a fresh study each time the script runs
     started=$(now_s)
     python3 -m study.run --variant lora --model "$model" --data "$data" --batch-size "$batch" --workers "$workers" \
         --study-name "$name" --storage "$work/$name.journal" --output-dir "$work/storage" "$@" 2>&1 | tee -a "$log" || code=$?
@@ -239,7 +238,7 @@ run() {
     timeout -s INT "$left" "$python" -m study.final --seeds "$seeds" --storage "$work/smollm2-lora-gpu.journal" \
         --study-name smollm2-lora-gpu --output-dir "$work/storage" 2>&1 | tee -a "$out/study.log" || code=$?
     local report
-    report=$(ls "$work"/storage/*/smollm2-lora-gpu/final/report.json 2>/dev/null | head -n 1)  # <output-dir>/<storage>/<study>/
+    report=$(ls "$work"/storage/*/smollm2-lora-gpu-*/final/report.json 2>/dev/null | head -n 1)  # <output-dir>/<storage>/<study>-<hash>/
     [ -n "$report" ] && cp "$report" "$out/report.json"
     python3 scripts/gpu_study_summary.py final "$work/study.jsonl" "$report" "$(since "$started")" "$code" "$out/study.json"
     cat "$work"/storage/*/*/errors.log > "$out/errors.log" 2>/dev/null || rm -f "$out/errors.log"

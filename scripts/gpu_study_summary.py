@@ -23,6 +23,8 @@ def study_line(journal: str, name: str, wall_s: str, workers: str, exit_code: st
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
 
+    from study import records
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     line = {"workers": int(workers), "wall_s": round(float(wall_s), 1), "exit_code": int(exit_code), "study_name": name}
     if not Path(journal).is_file():
@@ -32,7 +34,7 @@ def study_line(journal: str, name: str, wall_s: str, workers: str, exit_code: st
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
-    line.update(counts, finished=counts["complete"] + counts["pruned"], settings=study.user_attrs.get("settings", {}))
+    line.update(counts, finished=counts["complete"] + counts["pruned"], settings=(records.StudyRecord.read(study) or records.StudyRecord({}, (), {}, "")).settings)
     # From the first trial's start to the last one's end: the wall time without the processes' start (imports, model load).
     line["trials_s"] = round((max(ends) - min(starts)).total_seconds(), 1) if starts and ends else None
     line["sum_trial_s"] = round(sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
@@ -41,11 +43,12 @@ def study_line(journal: str, name: str, wall_s: str, workers: str, exit_code: st
     if complete:
         best = max(complete, key=lambda t: t.value)
         # Samples per second of one trial: how much each process slows when several share the GPU.
-        speeds = [t.user_attrs["train_samples_per_second"] for t in complete if t.user_attrs.get("train_samples_per_second")]
+        results = [records.TrialResult.read(t) for t in complete]
+        speeds = [r.train_samples_per_second for r in results if r.train_samples_per_second]
         line.update(best_trial=best.number, best_val_accuracy=round(best.value, 4), best_params=best.params,
                     mean_trial_samples_per_s=round(sum(speeds) / len(speeds), 1) if speeds else None,
-                    peak_memory_mib=max(t.user_attrs.get("peak_memory_mib") or 0 for t in complete))
-    failed = [t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL]
+                    peak_memory_mib=max(r.peak_memory_mib or 0 for r in results))
+    failed = [records.fail_reason(t) for t in trials if t.state == TrialState.FAIL]
     if failed:
         line["fail_reasons"] = sorted(set(filter(None, failed)))
     return line

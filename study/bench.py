@@ -1,5 +1,6 @@
-"""python -m study.bench: how much faster a trial is than a naive notebook's, what the head's feature cache saves, and
-what the pruner saves, measured side by side in one run on this machine.
+"""emotion-study bench (also python -m study.bench): how much faster a trial is than a naive notebook's, what the head's
+feature cache saves, what the pruner saves, and where the patience rule would have stopped a stored study, measured side
+by side in one run on this machine.
 
 1. throughput: a naive trial (the HF Trainer on sentences padded to 128 tokens, fp32, batch 16, evaluating once per
    epoch, re-tokenizing and re-loading the model) against the project's trial (``emotion_core.train`` with the
@@ -8,11 +9,13 @@ what the pruner saves, measured side by side in one run on this machine.
 2. head: a head trial with the feature cache against one without.
 3. pruning: the same seeded study of --trials trials with the default pruner and with none; total optimizer steps
    and best validation accuracy of each.
+4. stopping: replays a finished study (--storage, --study-name) in the order its trials finished, and says where
+   --patience 5, 10 and 15 would have stopped it, the best validation accuracy then against the whole study's, and the
+   share of the study's trial time it would have saved. Trains nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -23,72 +26,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emotion_core import variants
-from emotion_core.precision import PRECISIONS
-from emotion_core.training import TrainConfig
-from study.cli import check_positive, configure_logging, run_main
-from study.errors import UsageError
-from study.settings import StudySettings
+from study import records
+from study._command import Command
+from study.settings import BenchSettings, StudySettings
 
 if TYPE_CHECKING:
     from emotion_core.cache import ModelCache
 
-PARTS = ("throughput", "head", "pruning")
-# The naive notebook's settings (the issue's baseline).
+# The naive notebook's settings.
 NAIVE_BATCH = 16
 TRIAL_EPOCHS = StudySettings().epochs  # a study's trial, for judging whether compiling pays
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = StudySettings()
-    parser = argparse.ArgumentParser(
-        prog="python -m study.bench",
-        description="Measure, side by side in one run: the project's trial against a naive HF Trainer setup "
-        "(samples/s, peak memory), a head trial with and without the feature cache, and a study with and without the pruner.",
-    )
-    add = parser.add_argument
-    add("--model", default=defaults.model, help="hub id or local folder of the base model (default: %(default)s)")
-    add("--tokenizer", default=None, help="tokenizer folder or hub id (default: the model's)")
-    add("--data", default=defaults.data, help="hub id or local folder of the data (default: %(default)s)")
-    add("--variant", default="lora", choices=variants.names(), help="variant of the throughput part (default: %(default)s)")
-    add("--max-train-samples", type=int, default=2000, help="train sentences, a seeded subset (default: %(default)s)")
-    add("--max-eval-samples", type=int, default=500, help="validation sentences, a seeded subset (default: %(default)s)")
-    add("--epochs", type=float, default=1.0, help="epochs of the throughput trials (default: %(default)s)")
-    add("--batch-size", type=int, default=defaults.batch_size, help="the project's training batch size (default: %(default)s)")
-    add("--learning-rate", type=float, default=TrainConfig.learning_rate, help="learning rate of the throughput trials (default: %(default)s)")
-    add("--compile", action="store_true", help="the project's trials use torch.compile")
-    add("--precision", default=defaults.precision, choices=PRECISIONS,
-        help="the project's precision (default: %(default)s: bf16 where the machine has it natively; the naive trial is float32)")
-    add("--compare-compile", action="store_true", help="also run the project's trials compiled, and say whether compiling pays")
-    add("--repeats", type=int, default=1, help="project trials in a row in one process: the first pays for compiling (default: %(default)s)")
-    add("--trial-epochs", type=float, default=defaults.epochs, help="epochs of the head and pruning trials (default: %(default)s)")
-    add("--head-learning-rate", type=float, default=1e-3, help="learning rate of the head trials (default: %(default)s)")
-    add("--trials", type=int, default=12, help="trials of each pruning study (default: %(default)s)")
-    add("--pruning-variant", default=None, choices=variants.names(), help="variant of the pruning studies (default: --variant)")
-    add("--pruner", default=defaults.pruner, choices=("halving", "median", "hyperband"), help="the pruner to compare with none (default: %(default)s)")
-    add("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default: all)")
-    add("--seed", type=int, default=0, help="seed of the subsets, training and the sampler (default: %(default)s)")
-    add("--threads", type=int, default=None, help="CPU threads of torch, for both sides (default: torch's own choice)")
-    add("--output-dir", default=defaults.output_dir, help="folder of the tokenization cache (default: %(default)s)")
-    add("--json", type=Path, default=None, help="write the numbers to this JSON file")
-    add("--verbose", action="store_true", help="library logs and progress bars")
-    return parser
 
 
 def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def settings_for(args: argparse.Namespace, **changes) -> StudySettings:
-    settings = StudySettings(
-        model=args.model, tokenizer=args.tokenizer, data=args.data, variant=args.variant, seed=args.seed,
-        epochs=args.epochs, batch_size=args.batch_size, max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples, compile=args.compile, precision=args.precision, output_dir=args.output_dir,
-        verbose=args.verbose,
-    )
-    return replace(settings, **changes)
+def settings_for(args: BenchSettings, **changes) -> StudySettings:
+    return args.study(**changes)
 
 
-def naive_trial(args: argparse.Namespace, params: dict) -> dict:
+def naive_trial(args: BenchSettings, params: dict) -> dict:
     """What a typical notebook does per trial: tokenize with padding to 128, load the model from disk, fp32, batch 16."""
     import torch
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, default_data_collator
@@ -119,7 +77,7 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
 
         train_set = splits.train.map(encode, batched=True, remove_columns=["text"])
         val_set = splits.validation.map(encode, batched=True, remove_columns=["text"])
-        model = variant.apply(model, variant.params(variant.own(params)))
+        model = variant.apply(model, variant.params(variant.params_of(params)))
         training = TrainingArguments(
             output_dir=str(Path(args.output_dir) / "bench-naive"), per_device_train_batch_size=NAIVE_BATCH,
             per_device_eval_batch_size=NAIVE_BATCH, num_train_epochs=args.epochs, learning_rate=params["learning_rate"],
@@ -135,10 +93,10 @@ def naive_trial(args: argparse.Namespace, params: dict) -> dict:
     return {"seconds": seconds, "peak_memory_mib": memory.peak_mib, "val_accuracy": val_accuracy}
 
 
-def throughput(args: argparse.Namespace, report: dict) -> None:
+def throughput(args: BenchSettings, report: dict) -> None:
     from emotion_core.cache import ModelCache
     from emotion_core.data import MAX_LENGTH
-    from study.inputs import prepare_data
+    from study._inputs import prepare_data
 
     params = {**variants.get(args.variant).default_params(), "learning_rate": args.learning_rate}
     settings = settings_for(args)
@@ -232,16 +190,16 @@ def compile_report(args, plain: list[dict], compiled: list[dict], naive_seconds:
     }
 
 
-def head(args: argparse.Namespace, report: dict) -> None:
+def head(args: BenchSettings, report: dict) -> None:
     from emotion_core.cache import ModelCache
     from emotion_core.training import train
-    from study.inputs import prepare_data
+    from study._inputs import prepare_data
 
     settings = settings_for(args, variant="head", epochs=args.trial_epochs)
     tokenizer, data = prepare_data(settings)
     config = settings.train_config({"learning_rate": args.head_learning_rate, "head_dropout": 0.1, "weight_decay": 0.0})
     cache = ModelCache()
-    cache.fresh_base(settings.model, config.spec, tokenizer.pad_token_id, precision=settings.precision, labels=data.labels)  # both sides start from a loaded base
+    cache.fresh_base(settings.model, variants.get(config.variant), tokenizer.pad_token_id, precision=settings.precision, labels=data.labels)  # both sides start from a loaded base
     times, accuracies = {}, {}
     for name, features in (("uncached", False), ("first_cached", True), ("cached", True)):
         say(f"head: trial {name.replace('_', ' ')} ({len(data.train)} sentences x {args.trial_epochs:g} epochs)")
@@ -263,32 +221,32 @@ def head(args: argparse.Namespace, report: dict) -> None:
         f"({report['head_cache_speedup_first_trial']:.1f}x for the trial that computes the features)")
 
 
-def pruning(args: argparse.Namespace, report: dict) -> None:
+def pruning(args: BenchSettings, report: dict) -> None:
     import optuna
 
-    from study.inputs import prepare_data
-    from study.objective import Objective
-    from study.sampling import make_pruner, make_sampler
+    from study._inputs import prepare_data
+    from study._trials.objective import Objective
+    from study._trials.sampling import make_pruner, make_sampler
 
     variant = args.pruning_variant or args.variant
     outcome = {}
     for pruner in (args.pruner, "none"):
         settings = settings_for(args, variant=variant, epochs=args.trial_epochs, pruner=pruner, trials=args.trials)
         tokenizer, data = prepare_data(settings)
-        study = optuna.create_study(direction="maximize", sampler=make_sampler(settings), pruner=make_pruner(settings),
-                                    storage=optuna.storages.InMemoryStorage())
+        storage = optuna.storages.InMemoryStorage()
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(settings), pruner=make_pruner(settings), storage=storage)
         say(f"pruning: {args.trials} {variant} trials with pruner {pruner}")
 
         def progress(study, trial):
-            steps = trial.user_attrs.get("optimizer_steps", 0)
+            steps = records.TrialResult.read(trial).optimizer_steps or 0
             value = f"{trial.value:.4f}" if trial.value is not None else "-"
             say(f"  trial {trial.number:>2} {trial.state.name:<8} val_acc={value} steps={steps}")
 
         started = time.perf_counter()
-        study.optimize(Objective(settings, data, tokenizer), n_trials=args.trials, callbacks=[progress], gc_after_trial=True)
+        study.optimize(Objective(settings, data, tokenizer, storage), n_trials=args.trials, callbacks=[progress], gc_after_trial=True)
         trials = study.get_trials(deepcopy=False)
         outcome[pruner] = {
-            "steps": sum(t.user_attrs.get("optimizer_steps", 0) for t in trials),
+            "steps": sum(records.TrialResult.read(t).optimizer_steps or 0 for t in trials),
             "best": study.best_value,
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
             "completed": sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
@@ -313,38 +271,84 @@ def pruning(args: argparse.Namespace, report: dict) -> None:
         f"{pruned['best']:.4f} vs {unpruned['best']:.4f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
+STOPPING_PATIENCE = (5, 10, 15)
+
+
+def stopping(args: BenchSettings, report: dict) -> None:
+    """Replay a stored study in the order its trials finished: where each patience would have stopped it."""
+    import optuna
+
+    from study._evidence import in_finishing_order, stopping_point
+    from study._studies import load_stored_study
+
+    _, study = load_stored_study(args.storage, args.study_name, say=say)
+    trials = in_finishing_order(study)
+    if not trials:
+        report["stopping"] = {"study_name": study.study_name, "note": "no finished trial"}
+        return
+    seconds = [t.duration.total_seconds() if t.duration else 0.0 for t in trials]
+    best = max((t.values[0] for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values), default=None)
+    rows = []
+    for patience in STOPPING_PATIENCE:
+        stop = stopping_point(trials, patience)
+        finished = stop.finished if stop is not None else len(trials)
+        kept = [t for t in trials[:finished] if t.state == optuna.trial.TrialState.COMPLETE and t.values]
+        at_stop = max((t for t in kept), key=lambda t: t.values[0], default=None)
+        rows.append({
+            "patience": patience,
+            "stops": stop is not None,
+            "finished_at_stop": finished,
+            "last_trial": trials[finished - 1].number,
+            "best_trial_at_stop": at_stop.number if at_stop is not None else None,
+            "best_val_accuracy_at_stop": at_stop.values[0] if at_stop is not None else None,
+            "time_saved_share": sum(seconds[finished:]) / sum(seconds) if sum(seconds) else 0.0,
+        })
+        where = f"after {finished} of {len(trials)} finished trials (trial {trials[finished - 1].number})" if stop else "never"
+        say(f"stopping: --patience {patience} stops {where}; best then "
+            f"{rows[-1]['best_val_accuracy_at_stop'] if at_stop is not None else '-'} against {best}; "
+            f"{100 * rows[-1]['time_saved_share']:.0f}% of the trial time saved")
+    report["stopping"] = {"study_name": study.study_name, "finished": len(trials), "best_val_accuracy": best,
+                          "trial_seconds": sum(seconds), "patience": rows}
+
+
+def run_bench(args: BenchSettings) -> int:
     import torch
 
     from emotion_core.precision import use_gpu
 
-    for name in ("max_train_samples", "max_eval_samples", "epochs", "batch_size", "repeats", "trial_epochs", "trials", "threads"):
-        check_positive(name, getattr(args, name))
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.json is not None and not args.json.parent.exists():
-        raise UsageError(f"--json: folder {args.json.parent} does not exist")
     report: dict = {
         "model": args.model, "data": args.data, "variant": args.variant, "max_train_samples": args.max_train_samples,
         "max_eval_samples": args.max_eval_samples, "epochs": args.epochs, "batch_size": args.batch_size,
         "naive_batch_size": NAIVE_BATCH, "compile": args.compile, "precision": args.precision,
-        "project_bf16": variants.get(args.variant).autocast_bf16(args.model, args.precision),
         "device": torch.cuda.get_device_name() if use_gpu() else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "python": platform.python_version(),
     }
+    if set(args.parts) - {"stopping"}:
+        report["project_bf16"] = variants.get(args.variant).autocast_bf16(args.model, args.precision)
     started = time.perf_counter()
-    for part, run in (("throughput", throughput), ("head", head), ("pruning", pruning)):
+    for part, run in (("throughput", throughput), ("head", head), ("pruning", pruning), ("stopping", stopping)):
         if part in args.parts:
             run(args, report)
     report["bench_s"] = time.perf_counter() - started
     text = json.dumps(report, indent=2)
     print(text)
     if args.json is not None:
-        args.json.write_text(text + "\n")
+        Path(args.json).write_text(text + "\n")
     return 0
 
 
+COMMAND = Command(
+    name="bench",
+    summary="measure, side by side: throughput, the head's feature cache, the pruner, the stop rule on a stored study",
+    description="Measure, side by side in one run: the project's trial against a naive HF Trainer setup (samples/s, peak memory), "
+    "a head trial with and without the feature cache, a study with and without the pruner, and (stopping) where --patience "
+    "would have stopped a stored study.",
+    settings=BenchSettings,
+    execute=run_bench,
+)
+main = COMMAND.main
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

@@ -1,4 +1,5 @@
-"""python -m study.compare: the write-up's table, with default or tuned parameters, and how far to trust it.
+"""emotion-study compare (also python -m study.compare): head vs LoRA vs QLoRA, with default or tuned parameters, and
+how far to trust the table.
 
 Trains each variant on the same model, data and budget, with N seeds each, and tests each run once on the whole test
 split. Its parameters are the variant's defaults (emotion_core.variants: fixed before any result was seen), or with
@@ -16,26 +17,26 @@ every variant starts from the same state. Memory is two numbers, because one hid
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-import optuna
+from typing import TYPE_CHECKING
 
 from emotion_core import variants
-from emotion_core.stats import mcnemar
-from study.cli import add_settings_arguments, check_positive, configure_logging, run_main, settings_from_args
-from study.errors import UsageError, logged_to
-from study.plots import bar_chart
-from study.progress import format_mib, interval_text, params_text
-from study.settings import StudySettings
-from study.studies import load_stored_study, stored_settings
+from study import records
+from study._command import Command, configure_logging, invocation
+from study._errors import UsageError, logged_to
+from study._show.text import format_mib, interval_text, params_text
+from study.settings import CompareSettings, StudySettings
 
-BUDGET = ("model", "tokenizer", "data", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "seed", "target_modules")
+if TYPE_CHECKING:
+    import optuna
+
+BUDGET = ("model", "tokenizer", "data", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "seed", "target_modules",
+          "evaluation", "max_length", "labels")
 # McNemar's p below this: the two variants' test accuracies differ beyond what the test set's luck explains.
 SIGNIFICANCE = 0.05
 
@@ -50,33 +51,44 @@ def device_name() -> str:
 
 def run_variant(settings: StudySettings, variant: str, params: dict, seeds: int) -> dict:
     """Train one variant with ``params`` and ``seeds`` seeds, each tested once (runs in a fresh process)."""
-    from study.inputs import prepare_data
-    from study.retraining import retrain
+    import tempfile
+
+    from emotion_core.cache import ModelCache
+    from study._inputs import prepare_data
+    from study._retraining import retrain, test
 
     configure_logging(settings.verbose)
     tokenizer, data = prepare_data(settings)
-    retrained = retrain(settings.train_config({**params, "variant": variant}), data, tokenizer, seeds, label=variant)
+    cache = ModelCache()
+    config = settings.train_config({**params, "variant": variant}, len(data.validation))
+    with tempfile.TemporaryDirectory(prefix="emotion-compare-") as scratch:
+        retrained = retrain(config, data, tokenizer, [settings.seed + k for k in range(seeds)], label=variant, into=Path(scratch), cache=cache)
+        tested = test(retrained, data, tokenizer, label=variant, cache=cache)
     first = retrained.results[0]
     mean = lambda key: sum(getattr(r, key) for r in retrained.results) / seeds  # noqa: E731
     return {
         "variant": variant,
         "params": {k: v for k, v in params.items() if k != "variant"},
         **first.summary(),
-        **retrained.interval,
+        **tested.interval,
         "seeds": retrained.seeds,
         "train_seconds": round(mean("train_seconds"), 3),
-        "test_f1_per_class": {label: round(row["f1"], 4) for label, row in first.test["per_class"].items()},
-        "n_test": first.test["n"],
+        "test_f1_per_class": {label: round(row["f1"], 4) for label, row in tested.first["per_class"].items()},
+        "n_test": tested.first["n"],
         "device": device_name(),
-        "test_labels": retrained.labels,
-        "test_predictions": [r.test_predictions for r in retrained.results],
+        "test_labels": tested.labels,
+        "test_predictions": tested.predictions,
     }
 
 
 def tuned_params(storage: str, names: list[str]) -> tuple[StudySettings, dict[str, tuple[dict, str]]]:
     """The budget the studies share, and the best completed trial of each variant they hold (the best pruned one for a
     variant with none completed): variant -> (params, source)."""
-    studies = [load_stored_study(storage, name) for name in names]
+    import optuna
+
+    from study._studies import load_stored_study, stored_settings
+
+    studies = [load_stored_study(storage, name)[1] for name in names]
     budgets = {json.dumps({k: getattr(stored_settings(s), k) for k in BUDGET}, sort_keys=True) for s in studies}
     if len(budgets) > 1:
         raise UsageError(f"studies {', '.join(names)} were run on different budgets (model, data, epochs, batch, samples); "
@@ -91,18 +103,20 @@ def tuned_params(storage: str, names: list[str]) -> tuple[StudySettings, dict[st
         found: dict[str, tuple[optuna.trial.FrozenTrial, str]] = {}
         for study in studies:
             for trial in study.get_trials(deepcopy=False, states=states):
-                variant = trial.params.get("variant", trial.user_attrs.get("variant"))
+                variant = trial.params.get("variant", records.TrialStart.read(trial).variant)
                 if variant not in best and (variant not in found or score(trial) > score(found[variant][0])):
                     pruned = f" (pruned at step {trial.last_step})" if trial.state == optuna.trial.TrialState.PRUNED else ""
                     found[variant] = (trial, f"study {study.study_name} trial {trial.number}{pruned}")
         best.update(found)
     if not best:
-        raise UsageError(f"studies {', '.join(names)} hold no finished trial yet; run python -m study.run first")
+        raise UsageError(f"studies {', '.join(names)} hold no finished trial yet; run emotion-study run first")
     order = [v for v in variants.names() if v in best]
     return stored_settings(studies[0]), {v: ({**best[v][0].params, "variant": v}, best[v][1]) for v in order}
 
 
 def pairwise_tests(rows: list[dict]) -> list[dict]:
+    from emotion_core.stats import mcnemar
+
     done = [r for r in rows if "error" not in r]
     tests = []
     for a, b in itertools.combinations(done, 2):
@@ -156,59 +170,41 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m study.compare",
-        description="Train several variants on the same model, data and budget, with default parameters or the best of a "
-        "study, N seeds each; report test accuracy and macro F1 with their intervals, McNemar's test for each pair, memory "
-        "(weights and training peak), train time and trainable parameters. Writes compare.md, compare.json and compare.png.",
-        epilog="Default parameters: " + "; ".join(f"{name}: {params_text(v.default_params())}" for name, v in variants.REGISTRY.items()),
-    )
-    add_settings_arguments(parser, [*BUDGET, "storage", "precision", "output_dir", "verbose"])
-    parser.add_argument("--variants", nargs="+", choices=variants.names(), default=None,
-                        help=f"what to compare, in order (default: {' '.join(variants.DEFAULT_SEARCH)}, or every variant the studies hold)")
-    parser.add_argument("--from-study", nargs="+", metavar="NAME", help="take each variant's best trial from these studies in "
-                        "--storage (one that searched several variants, or one per variant), and their budget")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per variant (default: %(default)s)")
-    parser.add_argument("--out", help="folder for compare.md/json/png (default: <output-dir>/compare/<model or first study>)")
-    return parser
-
-
-def plan(args: argparse.Namespace) -> tuple[StudySettings, dict[str, tuple[dict, str]], Path]:
+def plan(chosen: CompareSettings) -> tuple[StudySettings, dict[str, tuple[dict, str]], Path]:
     """The budget, each variant's (params, where they come from) and the output folder."""
-    settings = settings_from_args(args)
-    if args.from_study:
-        studied, chosen = tuned_params(args.storage, args.from_study)
-        settings = StudySettings(**{**vars(settings), **{k: getattr(studied, k) for k in BUDGET}})
-        missing = [v for v in args.variants or [] if v not in chosen]
+    settings = chosen.study()
+    if chosen.from_study:
+        studied, found = tuned_params(chosen.storage, chosen.from_study)
+        settings = chosen.study(**{k: getattr(studied, k) for k in BUDGET})
+        missing = [v for v in chosen.variants or [] if v not in found]
         if missing:
-            raise UsageError(f"studies {', '.join(args.from_study)} hold no completed {', '.join(missing)} trial; they hold {', '.join(chosen)}")
-        chosen = {v: chosen[v] for v in args.variants or chosen}
-        name = args.from_study[0]
+            raise UsageError(f"studies {', '.join(chosen.from_study)} hold no completed {', '.join(missing)} trial; they hold {', '.join(found)}")
+        found = {v: found[v] for v in chosen.variants or found}
+        name = chosen.from_study[0]
     else:
-        chosen = {v: (variants.get(v).default_params(), "defaults") for v in args.variants or variants.DEFAULT_SEARCH}
+        found = {v: (variants.get(v).default_params(), "defaults") for v in chosen.variants or variants.DEFAULT_SEARCH}
         name = Path(settings.model.rstrip("/")).name or "model"
-    return settings, chosen, Path(args.out) if args.out else Path(settings.output_dir) / "compare" / name
+    from study._urls import safe_name
+
+    return settings, found, Path(chosen.out) if chosen.out else Path(settings.output_dir) / "compare" / safe_name(name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    check_positive("seeds", args.seeds)
-    settings, chosen, out = plan(args)
-    configure_logging(settings.verbose)
+def run_compare(chosen: CompareSettings) -> int:
+    settings, found, out = plan(chosen)
     with logged_to(out, settings.batch_size):
-        return compare(settings, chosen, out, args, argv)
+        return compare(settings, found, out, chosen)
 
 
-def compare(settings: StudySettings, chosen: dict[str, tuple[dict, str]], out: Path, args: argparse.Namespace, argv) -> int:
+def compare(settings: StudySettings, chosen: dict[str, tuple[dict, str]], out: Path, args: CompareSettings) -> int:
     import torch
 
-    from study.inputs import prepare_data
-    from study.workers import process_context
+    from study._inputs import prepare_data
+    from study._show.plots import bar_chart
+    from study._trials.workers import process_context
 
     _, data = prepare_data(settings)  # bad input fails here, once; the tokenized splits are cached for the workers
     summary = {
-        "command": "python -m study.compare " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": shlex.join(invocation()),
         "budget": {k: getattr(settings, k) for k in BUDGET},
         "from_study": args.from_study,
         "seeds": args.seeds,
@@ -245,5 +241,17 @@ def compare(settings: StudySettings, chosen: dict[str, tuple[dict, str]], out: P
     return 1 if any("error" in r for r in summary["rows"]) else 0
 
 
+COMMAND = Command(
+    name="compare",
+    summary="head vs LoRA vs QLoRA on one budget, default or tuned parameters, N seeds, McNemar per pair",
+    description="Train several variants on the same model, data and budget, with default parameters or the best of a study, N "
+    "seeds each; report test accuracy and macro F1 with their intervals, McNemar's test for each pair, memory (weights and "
+    "training peak), train time and trainable parameters. Writes compare.md, compare.json and compare.png.",
+    settings=CompareSettings,
+    execute=run_compare,
+    epilog="Default parameters: " + "; ".join(f"{name}: {params_text(v.default_params())}" for name, v in variants.REGISTRY.items()),
+)
+main = COMMAND.main
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

@@ -1,127 +1,117 @@
-"""python -m study.report: a stored study at a glance, without training anything.
+"""emotion-study report (also python -m study.report): a stored study at a glance, without training anything.
 
-Prints a leaderboard (top trials with params, value, state and peak memory), the trial counts by state, the
-accuracy-vs-memory Pareto front (what QLoRA's memory saving costs in accuracy) and parameter importances once
-there are enough completed trials. ``--plots DIR`` saves the optimization history, the intermediate values (in epochs),
-the param importances and the Pareto front as PNG (study/plots.py).
+Prints what tuning bought (the best trial against the baseline, the trials tied with the best, the parameter
+importances with their spread, how far the trials spread and which parameter values failed), a leaderboard, the trial
+counts by outcome, the accuracy-vs-memory Pareto front and the final model. ``--json`` prints the same as data;
+``--plots DIR`` saves the optimization history, the intermediate values (in epochs), the param importances and the
+Pareto front as PNG (study._show.plots). The study's note in the dashboard gets the same summary.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import optuna
-from optuna.trial import TrialState
+from study import records
+from study._command import Command
+from study.settings import ReportSettings
 
-from study.artifacts import dashboard_command
-from study.cli import add_settings_arguments, run_main
-from study.errors import UsageError
-from study.plots import save_plots
-from study.progress import format_mib, params_text, state_counts
-from study.settings import StudySettings
-from study.studies import MEMORY_ATTR, artifact_location, load_stored_study, pareto_front
-
-# Importances from fewer completed trials say more about the noise than about the parameters.
-MIN_TRIALS_FOR_IMPORTANCE = 5
-
-
-def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
-    """Param importances for val accuracy, or None and why not."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
-        return None, f"need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials (have {len(complete)})"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
-    except (RuntimeError, ValueError) as error:  # e.g. no parameter varies across the completed trials
-        return None, str(error).splitlines()[0]
-    return (values, "") if values else (None, "no parameter varies across the completed trials")
+if TYPE_CHECKING:
+    import optuna
 
 
 def steps_per_epoch(study: optuna.Study) -> int | None:
     """Optimizer steps per epoch as training counts them, ceil(training sentences / batch size), so that the
-    intermediate values plot can show epochs. The batch size is in the settings study.run stores, the sentences in
-    each trial's user attr n_train (the data actually used: max_train_samples is only a cap). None when either is
-    unknown, or when trials disagree on n_train."""
-    batch_size = study.user_attrs.get("settings", {}).get("batch_size")
-    sizes = {t.user_attrs["n_train"] for t in study.get_trials(deepcopy=False) if "n_train" in t.user_attrs}
+    intermediate values plot can show epochs. The batch size is in the StudyRecord, the sentences in each trial's
+    TrialResult (the data actually used: max_train_samples is only a cap). None when either is unknown, or when trials
+    disagree on n_train."""
+    record = records.StudyRecord.read(study)
+    batch_size = record.settings.get("batch_size") if record is not None else None
+    sizes = {n for n in (records.TrialResult.read(t).n_train for t in study.get_trials(deepcopy=False)) if n is not None}
     if not batch_size or len(sizes) != 1:
         return None
     return math.ceil(sizes.pop() / batch_size)
 
 
 def leaderboard(study: optuna.Study, top: int) -> list[dict]:
-    """The finished trials ranked by validation accuracy, best first; a pruned trial's value is its last report
-    (Optuna stores it so)."""
-    frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs"))
-    if not len(frame):
-        return []
-    value = next(c for c in frame.columns if c.startswith("value"))  # value, values_0, value_<metric name>, ...
-    frame = frame[frame["state"].isin([TrialState.COMPLETE.name, TrialState.PRUNED.name])]
-    frame = frame.assign(pruned=frame["state"] != TrialState.COMPLETE.name).sort_values(["pruned", value], ascending=[True, False])
-    records = frame.head(top).astype(object).where(frame.head(top).notna(), None).to_dict("records")
-    return [
-        {
-            "trial": int(r["number"]),
-            "state": r["state"].lower(),
-            "val_accuracy": r[value],
-            "peak_memory_mib": r.get(f"user_attrs_{MEMORY_ATTR}"),
-            "weights_mib": r.get("user_attrs_weights_mib"),
-            "train_seconds": r.get("user_attrs_train_seconds"),
-            "variant": r.get("user_attrs_variant"),
-            "params": {k.removeprefix("params_"): v for k, v in r.items() if k.startswith("params_") and v is not None},
-        }
-        for r in records
-    ]
+    """The finished trials ranked by validation accuracy, completed ones first; a pruned trial's value is its last
+    report (Optuna stores it so)."""
+    from optuna.trial import TrialState
+
+    from study._studies import FINISHED
+
+    finished = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.values]
+    ranked = sorted(finished, key=lambda t: (t.state != TrialState.COMPLETE, -t.values[0], t.number))[:top]
+    rows = []
+    for trial in ranked:
+        result, start = records.TrialResult.read(trial), records.TrialStart.read(trial)
+        rows.append({
+            "trial": trial.number,
+            "state": records.outcome(trial).value,
+            "baseline": start.baseline,
+            "val_accuracy": trial.values[0],
+            "peak_memory_mib": result.peak_memory_mib,
+            "weights_mib": result.weights_mib,
+            "train_seconds": result.train_seconds,
+            "variant": start.variant,
+            "params": dict(trial.params),
+        })
+    return rows
 
 
 def summarize(study: optuna.Study, top: int = 10) -> dict:
     """Everything the report prints, as data (also what --json writes)."""
-    values, why_not = importances(study)
-    stored = study.user_attrs.get("settings", {})
+    from study._show.progress import outcome_counts
+    from study._studies import pareto_front
+    from study._tuning import summarize as tuning
+
+    record = records.StudyRecord.read(study)
+    final = records.FinalRecord.read(study)
     return {
         "study_name": study.study_name,
-        "objective": stored.get("objective", "accuracy"),
+        "objective": (record.settings.get("objective") if record is not None else None) or "accuracy",
         "directions": [d.name.lower() for d in study.directions],
-        "counts": state_counts(study),
+        "counts": outcome_counts(study),
+        **tuning(study),
         "leaderboard": leaderboard(study, top),
         "pareto_front": [
-            {"trial": t.number, "val_accuracy": t.values[0], "peak_memory_mib": t.user_attrs.get(MEMORY_ATTR), "variant": t.user_attrs.get("variant"),
-             "params": t.params}
+            {"trial": t.number, "val_accuracy": t.values[0], "peak_memory_mib": records.TrialResult.read(t).peak_memory_mib,
+             "variant": records.TrialStart.read(t).variant, "params": t.params}
             for t in pareto_front(study)
         ],
-        "importances": values,
-        "importances_note": why_not,
-        "test_accuracy": study.user_attrs.get("test_accuracy"),
-        "final_trial": study.user_attrs.get("final_trial"),
+        "final": None if final is None else {"trial": final.trial, "test_accuracy": final.test_accuracy,
+                                             "test_accuracy_ci95": final.test_accuracy_ci95, "seeds": final.seeds},
     }
 
 
 def _mib(value) -> str:
+    from study._show.text import format_mib
+
     return format_mib(value) if isinstance(value, (int, float)) else "-"
 
 
 def format_summary(summary: dict) -> str:
+    from study._show.text import params_text
+    from study._tuning import answer
+
     lines = [f"study {summary['study_name']!r} (objective: {summary['objective']})"]
-    lines.append("trials: " + (", ".join(f"{n} {state}" for state, n in summary["counts"].items()) or "none"))
-    if summary["test_accuracy"] is not None:
-        lines.append(f"final: trial {summary['final_trial']} retrained, test accuracy {summary['test_accuracy']:.4f}")
+    lines.append("trials: " + (", ".join(f"{n} {kind}" for kind, n in summary["counts"].items()) or "none"))
+    final = summary["final"]
+    if final is not None and final["test_accuracy"] is not None:
+        low, high = final["test_accuracy_ci95"] or (math.nan, math.nan)
+        lines.append(f"final: trial {final['trial']} retrained with seed(s) {', '.join(map(str, final['seeds']))}, test accuracy "
+                     f"{final['test_accuracy']:.4f} (95% interval {low:.4f}-{high:.4f})")
+    lines += ["", "what tuning bought:", *(f"  {line}" for line in answer(summary))]
     lines += ["", "leaderboard (val accuracy; a pruned trial by its last report):"]
     lines.append(f"{'rank':>4} {'trial':>5} {'state':<8} {'val_acc':>7} {'variant':<7} {'peak MiB':>8} {'train s':>7}  params")
     for rank, row in enumerate(summary["leaderboard"], start=1):
-        accuracy = f"{row['val_accuracy']:.4f}" if row["val_accuracy"] is not None else "-"
         seconds = f"{row['train_seconds']:.0f}" if row["train_seconds"] is not None else "-"
-        params = params_text({k: v for k, v in row["params"].items() if k != "variant"})
-        lines.append(
-            f"{rank:>4} {row['trial']:>5} {row['state']:<8} {accuracy:>7} {row['variant'] or '-':<7} {_mib(row['peak_memory_mib']):>8} "
-            f"{seconds:>7}  {params}"
-        )
+        params = params_text({k: v for k, v in row["params"].items() if k != "variant"}) + ("  (baseline)" if row["baseline"] else "")
+        lines.append(f"{rank:>4} {row['trial']:>5} {row['state']:<8} {row['val_accuracy']:>7.4f} {row['variant'] or '-':<7} "
+                     f"{_mib(row['peak_memory_mib']):>8} {seconds:>7}  {params}")
     if not summary["leaderboard"]:
         lines.append("   (no finished trial)")
     lines += ["", "Pareto front, accuracy vs peak training memory (least memory first):"]
@@ -129,44 +119,47 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  trial {row['trial']:>4} {row['variant'] or '-':<7} val_acc={row['val_accuracy']:.4f} peak={_mib(row['peak_memory_mib'])} MiB")
     if not summary["pareto_front"]:
         lines.append("  (no completed trial with a memory measurement)")
-    lines += ["", "parameter importances for val accuracy:"]
+    lines += ["", "parameter importances for val accuracy (fANOVA: mean over seeds, and their range):"]
     if summary["importances"]:
-        lines += [f"  {name:<14} {value:.3f}" for name, value in summary["importances"].items()]
+        lines += [f"  {name:<16} {row['mean']:.3f} ({row['min']:.3f}-{row['max']:.3f})" for name, row in summary["importances"].items()]
     else:
         lines.append(f"  not computed: {summary['importances_note']}")
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m study.report",
-        description="Print a stored study's leaderboard, trial counts by state, accuracy-vs-memory Pareto front and "
-        "parameter importances. Trains nothing.",
-    )
-    add_settings_arguments(parser, ["storage", "study_name", "artifact_store", "output_dir"])
-    parser.add_argument("--top", type=int, default=10, help="how many trials the leaderboard shows (default: 10)")
-    parser.add_argument("--plots", metavar="DIR", help="save optimization history, intermediate values, importances and Pareto plots here")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
-    return parser
+def run_report(settings: ReportSettings) -> int:
+    import optuna
 
+    from study._backends.artifacts import dashboard_command
+    from study._studies import artifact_location, load_stored_study
+    from study._tuning import save_note
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.top <= 0:
-        raise UsageError(f"--top must be positive, got {args.top}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    side = sys.stderr if args.json else sys.stdout  # --json keeps stdout for the JSON alone
-    study = load_stored_study(args.storage, args.study_name, say=lambda line: print(line, file=side))
-    summary = summarize(study, args.top)
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    if args.plots:
-        has_importances = summary["importances"] is not None
-        written = save_plots(study, Path(args.plots), has_importances, steps_per_epoch(study))
+    side = sys.stderr if settings.json else sys.stdout  # --json keeps stdout for the JSON alone
+    _, study = load_stored_study(settings.storage, settings.study_name, say=lambda line: print(line, file=side))
+    summary = summarize(study, settings.top)
+    print(json.dumps(summary, indent=2) if settings.json else format_summary(summary))
+    if settings.plots:
+        from study._show.plots import save_plots
+
+        written = save_plots(study, Path(settings.plots), summary["importances"] is not None, steps_per_epoch(study))
         print(f"\nplots: {', '.join(str(p) for p in written) or 'none (no completed trial)'}", file=side)
-    settings = StudySettings(storage=args.storage, study_name=study.study_name, output_dir=args.output_dir, artifact_store=args.artifact_store)
-    print(f"\ndashboard: {dashboard_command(args.storage, artifact_location(study, settings), settings.home)}", file=side)
+    if records.FinalRecord.read(study) is None:  # final's note holds its own report, which the summary would replace
+        save_note(study)
+    print(f"\ndashboard: {dashboard_command(settings.storage, artifact_location(study, settings), settings.storage_folder)}", file=side)
     return 0
 
 
+COMMAND = Command(
+    name="report",
+    summary="what tuning bought, leaderboard, counts, Pareto front, importances (trains nothing)",
+    description="Print what tuning bought in a stored study (gain over the baseline with its interval, trials tied with the best, "
+    "parameter importances with their spread), its leaderboard, trial counts by outcome, accuracy-vs-memory Pareto front and "
+    "final model. Trains nothing.",
+    settings=ReportSettings,
+    execute=run_report,
+)
+main = COMMAND.main
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(main())

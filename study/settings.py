@@ -1,8 +1,15 @@
-"""What a study is run with. The CLI flags are generated from these fields, and their help is the field's metadata.
-Light: importing it loads no ML library, so that ``--help`` answers at once."""
+"""What each command is run with, as typed dataclasses: every command's flags are these fields (their type hints, and
+the help and rules in their metadata), and each settings object checks itself when it is made, from flags or not.
+
+Fields come in groups that several commands share (:class:`Sources`, :class:`Budget`, :class:`Storage`, ...); a
+command's settings class combines the groups it takes and adds its own fields. Light: importing it loads no ML library,
+so that ``--help`` answers at once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,20 +19,164 @@ from emotion_core import variants
 from emotion_core.precision import PRECISIONS
 from emotion_core.sources import local_path, looks_like_path
 from emotion_core.training.config import TrainConfig
-from study.errors import UsageError
-from study.urls import is_sqlite, storage_key
+from study._errors import UsageError
+from study._urls import is_sqlite, safe_name, storage_key
 
 # What a trial's value is: validation accuracy alone, or (accuracy, peak memory) for a Pareto front.
 OBJECTIVES = {"accuracy": ("maximize",), "accuracy,memory": ("maximize", "minimize")}
 METRIC_NAMES = {"accuracy": ("val_accuracy",), "accuracy,memory": ("val_accuracy", "peak_memory_mib")}  # shown by the dashboard
 PRUNERS = ("median", "halving", "hyperband", "none")
 SAMPLERS = ("tpe", "random")
-# Counts that must be positive when given.
-POSITIVE = ("trials", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "timeout", "workers")
+EVALUATIONS = ("subset", "full")
+REPORTERS = ("none", "tensorboard", "mlflow")
+# The pruner's evaluations use a third of the validation split, and never fewer than this many sentences.
+PRUNING_EVAL_MIN = 200
 
 
-def _help(text: str, **extra) -> dict:
-    return {"help": text, **extra}
+def option(default: Any = None, help: str = "", **rules: Any) -> Any:
+    """A settings field: its default, its ``--help`` text and its rules (``positive``, ``choices``, ``metavar``,
+    ``nargs``, ``positional``, ``parse``: a function from the flag's text to the value)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **rules})
+    return field(default=default, metadata={"help": help, **rules})
+
+
+def like(group: type, name: str, default: Any) -> Any:
+    """Field ``name`` of ``group`` with another default (the bench's budget is smaller than a study's)."""
+    return field(default=default, metadata=group.__dataclass_fields__[name].metadata)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_max_length(text: str) -> int | None:
+    """--max-length: ``auto`` (None) or a number of tokens."""
+    if text == "auto":
+        return None
+    if not text.isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
+@dataclass(kw_only=True)
+class Settings:
+    """The base of every command's settings: a field's rules are checked when the object is made, then :meth:`check`."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.metadata.get("positive") and value <= 0:
+                raise UsageError(f"{flag(f.name)} must be positive, got {value}")
+            choices = f.metadata.get("choices")
+            values = value if isinstance(value, list) else [value]
+            if choices and any(v not in choices for v in values):
+                raise UsageError(f"{flag(f.name)} {value!r}: choose from {', '.join(map(str, choices))}")
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields; a subclass adds its own."""
+
+
+@dataclass(kw_only=True)
+class Sources(Settings):
+    """model and data"""
+
+    model: str = option("gpt2", "hub id or local folder of the base model (AutoModelForSequenceClassification)")
+    tokenizer: str | None = option(None, "hub id or local folder of the tokenizer (default: the model's)")
+    data: str = option("dair-ai/emotion", "hub id, or a local folder with train/validation/test .txt/.csv/.jsonl/.parquet")
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer or self.model
+
+
+@dataclass(kw_only=True)
+class LocalSources(Settings):
+    """where this machine keeps the study's model and data"""
+
+    model: str | None = option(None, "the study's model on this machine, if not where the study was run (compared by content)")
+    tokenizer: str | None = option(None, "the study's tokenizer on this machine, if not where the study was run")
+    data: str | None = option(None, "the study's data on this machine, if not where the study was run (compared by content)")
+
+
+@dataclass(kw_only=True)
+class Budget(Settings):
+    """training budget"""
+
+    epochs: float = option(3.0, "training epochs per trial", positive=True)
+    batch_size: int = option(32, "training batch size", positive=True)
+    max_train_samples: int | None = option(None, "train on a seeded subset of this many sentences (budget runs)", positive=True)
+    max_eval_samples: int | None = option(None, "validate on a seeded subset of this many sentences (budget runs)", positive=True)
+    max_length: int | None = option(None, "tokens a text keeps: auto, the fewest that keep 99%% of the training texts whole "
+                                    "(at most the model's maximum), or a number", metavar="auto|N", parse=parse_max_length, positive=True,
+                                    default_text="auto")
+    labels: list[str] | None = option(None, "the label names, in id order; a label outside them is an error (default: the data's)",
+                                      parse=lambda text: [name.strip() for name in text.split(",")], metavar="A,B,...")
+    seed: int = option(0, "seed of the subsets, the sampler and training")
+    precision: str = option("auto", "auto: frozen weights and autocast in bf16 where the machine computes in it natively (a GPU, "
+                            "or a CPU with AMX or AVX512-BF16), float32 elsewhere; bf16 or fp32 force one", choices=PRECISIONS)
+    compile: bool = option(False, "torch.compile the model (GPU; compiled once per process, reused by later trials)")
+
+    def check(self) -> None:
+        super().check()
+        if self.labels is not None and (len(set(self.labels)) != len(self.labels) or len(self.labels) < 2 or not all(self.labels)):
+            raise UsageError(f"--labels {','.join(self.labels)!r}: give two or more distinct names, comma-separated")
+
+
+@dataclass(kw_only=True)
+class Storage(Settings):
+    """storage and outputs"""
+
+    storage: str = option("sqlite:///storage/emotion.db",
+                          "Optuna storage: any SQLAlchemy URL (sqlite, postgresql, mysql+pymysql) or a .journal file")
+    artifact_store: str | None = option(None, "where what another machine may need goes (each trial's newest checkpoint, the final "
+                                        "model, report and plots): a folder (a filesystem every machine mounts) or s3://bucket/prefix "
+                                        "(the AWS_* variables name the endpoint and keys); default: the one the study was made with, "
+                                        "else <output-dir>/<storage>/artifacts")
+    output_dir: str = option("storage", "folder for this machine's outputs: <output-dir>/<storage>/<study>/ (final report, logs), caches")
+
+    @property
+    def storage_folder(self) -> Path:
+        """This machine's folder for the storage's studies: one per storage, so same-named studies in two storages keep
+        their outputs apart."""
+        return Path(self.output_dir) / storage_key(self.storage)
+
+    @property
+    def artifact_location(self) -> str:
+        """The artifact store: --artifact-store, else the storage's default folder (one per storage, so that one
+        dashboard command serves every study's files)."""
+        return self.artifact_store or str((self.storage_folder / "artifacts").resolve())
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.output_dir) / "cache" / "tokenized"
+
+    @property
+    def fingerprint_cache(self) -> Path:
+        return Path(self.output_dir) / "cache" / "fingerprints.json"
+
+    def folder_of(self, study_name: str) -> Path:
+        """Where a study's outputs go on this machine: a folder name made from the study's name, always inside
+        ``storage_folder`` whatever the name holds."""
+        return self.storage_folder / safe_name(study_name)
+
+
+@dataclass(kw_only=True)
+class StudyName(Settings):
+    """which study"""
+
+    study_name: str | None = option(None, "study name (default for run: <model>-<variant>; for the others: the storage's only "
+                                    "or most recently run study)")
+
+
+@dataclass(kw_only=True)
+class Verbosity(Settings):
+    """output"""
+
+    verbose: bool = option(False, "show the Trainer's progress bars, library logs and the tracebacks of errors")
 
 
 def _variant_help() -> str:
@@ -34,59 +185,45 @@ def _variant_help() -> str:
             f"all = {','.join(variants.DEFAULT_SEARCH)}")
 
 
-@dataclass
-class StudySettings:
-    trials: int = field(default=30, metadata=_help("total finished (complete + pruned) trials the study should hold; a rerun continues up to it"))
-    model: str = field(default="gpt2", metadata=_help("hub id or local folder of the base model (AutoModelForSequenceClassification)"))
-    tokenizer: str | None = field(default=None, metadata=_help("hub id or local folder of the tokenizer (default: the model's)"))
-    data: str = field(default="dair-ai/emotion", metadata=_help("hub id, or a local folder with train/validation/test .txt/.csv/.jsonl/.parquet"))
-    variant: str = field(default="lora", metadata=_help(_variant_help()))
-    storage: str = field(default="sqlite:///storage/emotion.db", metadata=_help("Optuna storage: any SQLAlchemy URL (sqlite, postgresql, mysql+pymysql) or a .journal file"))
-    study_name: str | None = field(default=None, metadata=_help("study name (default for study.run: <model>-<variant>)"))
-    objective: str = field(
-        default="accuracy",
-        metadata=_help("accuracy: maximize val accuracy; accuracy,memory: also minimize peak training memory (a Pareto front, no pruning)",
-                       choices=tuple(OBJECTIVES), metavar="accuracy|accuracy,memory"),
-    )
-    pruner: str = field(default="median", metadata=_help("early stopping of bad trials (median: the one that kept the best trial on the bench)", choices=PRUNERS))
-    sampler: str = field(default="tpe", metadata=_help("how parameters are chosen", choices=SAMPLERS))
-    seed: int = field(default=0, metadata=_help("seed of the sampler and of training"))
-    epochs: float = field(default=3.0, metadata=_help("training epochs per trial"))
-    batch_size: int = field(default=32, metadata=_help("training batch size"))
-    max_train_samples: int | None = field(default=None, metadata=_help("train on a seeded subset of this many sentences (budget runs)"))
-    max_eval_samples: int | None = field(default=None, metadata=_help("validate on a seeded subset of this many sentences (budget runs)"))
-    timeout: float | None = field(default=None, metadata=_help("stop starting new trials after this many seconds"))
-    workers: int = field(default=1, metadata=_help(
-        "worker processes on this machine sharing the study (one per GPU where there are several); SQLite takes one "
-        "writer, so use a journal file (--storage storage/emotion.journal) or PostgreSQL/MySQL, which also serve workers "
-        "on several machines"))
-    target_modules: list[str] | None = field(default=None, metadata=_help(
-        "LoRA target modules, instead of searching lora_targets (attention: peft's defaults for the model type, or all-linear)", nargs="+"))
-    compile: bool = field(default=False, metadata=_help("torch.compile the model (GPU; compiled once per process, reused by later trials)"))
-    precision: str = field(default="auto", metadata=_help(
-        "auto: frozen weights and autocast in bf16 where the machine computes in it natively (a GPU, or a CPU with AMX or "
-        "AVX512-BF16), float32 elsewhere; bf16 or fp32 force one", choices=PRECISIONS))
-    artifact_store: str | None = field(default=None, metadata=_help(
-        "where what another machine may need goes (each trial's newest checkpoint, the final model, report and plots): a "
-        "folder (a filesystem every machine mounts) or s3://bucket/prefix (the AWS_* variables name the endpoint and keys); "
-        "default: the one the study was made with, else <output-dir>/<storage>/artifacts"))
-    output_dir: str = field(default="storage", metadata=_help(
-        "folder for this machine's outputs: <output-dir>/<storage>/<study>/ (final report, logs), caches"))
-    verbose: bool = field(default=False, metadata=_help("show the Trainer's progress bars, library logs and the tracebacks of errors"))
+@dataclass(kw_only=True)
+class StudySettings(Sources, Budget, Storage, StudyName, Verbosity):
+    """the search"""
+
+    trials: int = option(30, "total finished (complete + pruned) trials the study should hold; a rerun continues up to it", positive=True)
+    variant: str = option("lora", _variant_help())
+    objective: str = option("accuracy", "accuracy: maximize val accuracy; accuracy,memory: also minimize peak training memory "
+                            "(a Pareto front, no pruning)", choices=tuple(OBJECTIVES), metavar="accuracy|accuracy,memory")
+    pruner: str = option("median", "early stopping of bad trials (median: the one that kept the best trial on the bench)", choices=PRUNERS)
+    sampler: str = option("tpe", "how parameters are chosen", choices=SAMPLERS)
+    evaluation: str = option("subset", "subset: the pruner's evaluations on a seeded third of the validation split (at least "
+                             f"{PRUNING_EVAL_MIN} sentences), a trial's value from one evaluation on the whole split at its end; full: "
+                             "every evaluation on the whole split, a trial's value the best of them", choices=EVALUATIONS)
+    baseline: bool = option(True, "a new study's first trials are each variant's default parameters, never pruned: what tuning "
+                            "bought is measured against them")
+    patience: int = option(10, "stop starting trials once this many in a row finished without a significantly better best "
+                           "(McNemar p < 0.05 on the validation sentences); 0: run all --trials")
+    timeout: float | None = option(None, "stop starting new trials after this many seconds", positive=True)
+    workers: int = option(1, "worker processes on this machine sharing the study (one per GPU where there are several); SQLite "
+                          "takes one writer, so use a journal file (--storage storage/emotion.journal) or PostgreSQL/MySQL, "
+                          "which also serve workers on several machines", positive=True)
+    target_modules: list[str] | None = option(None, "LoRA target modules, instead of searching lora_targets (attention: peft's "
+                                              "defaults for the model type, or all-linear)", nargs="+")
+    report_to: str = option("none", "also send each trial's training curves to this tracker (tensorboard: under "
+                            "<output-dir>/<storage>/<study>/runs; mlflow: MLFLOW_TRACKING_URI, default ./mlruns)", choices=REPORTERS)
 
     # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them. The
-    # model, tokenizer and data are compared by content (SOURCES: study.inputs.fingerprints), not by path, so that each
+    # model, tokenizer and data are compared by content (SOURCES: study._inputs.fingerprints), not by path, so that each
     # machine may keep them where it likes.
     IDENTITY = ("model", "tokenizer", "data", "variant", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "target_modules",
-                "objective")
+                "objective", "evaluation", "max_length", "labels")
     SOURCES = ("model", "tokenizer", "data")
+    # What a study made before a setting existed ran with.
+    EARLIER = {"objective": "accuracy", "evaluation": "full", "max_length": 128, "labels": None}
 
     def check(self) -> None:
-        """Refuse what cannot run, before anything is read or written."""
-        for name in POSITIVE:
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        super().check()
+        if self.patience < 0:
+            raise UsageError(f"--patience must be 0 (off) or positive, got {self.patience}")
         unknown = [v for v in self.searched_variants() if v not in variants.REGISTRY]
         if unknown or not self.searched_variants():
             raise UsageError(f"--variant {self.variant!r}: unknown {', '.join(map(repr, unknown)) or 'variant'}; "
@@ -123,23 +260,32 @@ class StudySettings:
                 values[key] = str(local_path(values[key]).resolve())
         return {key: values[key] for key in self.IDENTITY}
 
-    def train_config(self, params: dict[str, Any]) -> TrainConfig:
+    def pruning_eval_size(self, n_validation: int) -> int | None:
+        """How many validation sentences the pruner's evaluations use; None: the whole split."""
+        if self.evaluation == "full":
+            return None
+        size = max(PRUNING_EVAL_MIN, math.ceil(n_validation / 3))
+        return size if size < n_validation else None
+
+    def train_config(self, params: dict[str, Any], n_validation: int | None = None) -> TrainConfig:
         """The TrainConfig of one trial: these settings plus the trial's (or a chosen trial's) parameters."""
         name = params.get("variant", self.searched_variants()[0])
-        own = variants.get(name).own({**params, **self.fixed_params()})
+        spec = variants.get(name)
         defaults = TrainConfig()
         return TrainConfig(
             model=self.model,
             variant=name,
             learning_rate=params.get("learning_rate", defaults.learning_rate),
             weight_decay=params.get("weight_decay", defaults.weight_decay),
-            variant_params=own,
+            variant_params=spec.params_of({**params, **self.fixed_params()}),
             epochs=self.epochs,
             batch_size=self.batch_size,
             seed=self.seed,
             compile=self.compile,
             precision=self.precision,
             verbose=self.verbose,
+            keep="last" if self.evaluation == "subset" else "best",
+            pruning_eval_size=self.pruning_eval_size(n_validation) if n_validation else None,
         )
 
     @property
@@ -155,29 +301,94 @@ class StudySettings:
         return len(self.directions) > 1
 
     @property
-    def tokenizer_name(self) -> str:
-        return self.tokenizer or self.model
-
-    @property
-    def home(self) -> Path:
-        """This machine's folder for the storage's studies: one per storage, so same-named studies in two storages keep
-        their outputs apart."""
-        return Path(self.output_dir) / storage_key(self.storage)
-
-    @property
     def study_dir(self) -> Path:
-        return self.home / self.resolved_study_name()
+        return self.folder_of(self.resolved_study_name())
 
-    @property
-    def artifact_location(self) -> str:
-        """The artifact store: --artifact-store, else the storage's default folder (one per storage, so that one
-        dashboard command serves every study's files)."""
-        return self.artifact_store or str((self.home / "artifacts").resolve())
 
-    @property
-    def cache_dir(self) -> Path:
-        return Path(self.output_dir) / "cache" / "tokenized"
+@dataclass(kw_only=True)
+class FinalSettings(LocalSources, Storage, StudyName, Verbosity):
+    """retraining"""
 
-    @property
-    def fingerprint_cache(self) -> Path:
-        return Path(self.output_dir) / "cache" / "fingerprints.json"
+    trial: int | None = option(None, "retrain this completed trial instead of the best (or the front's most accurate)")
+    top: int = option(1, "retrain the K best completed trials, keep the one whose retraining validates best, and test only "
+                      "that one (a guard against picking the trial that the validation noise favoured)", positive=True)
+    seeds: int = option(1, "retrain with this many seeds (the ones after the study's) and report the mean test accuracy, its "
+                        "standard deviation and a 95%% bootstrap interval over test sentences and seeds; the first seed's model "
+                        "is the one saved", positive=True)
+
+    def check(self) -> None:
+        super().check()
+        if self.trial is not None and self.top > 1:
+            raise UsageError("--trial N retrains one trial; --top K picks among the K best: pass one of them")
+
+
+@dataclass(kw_only=True)
+class ReportSettings(Storage, StudyName):
+    """the report"""
+
+    top: int = option(10, "how many trials the leaderboard shows", positive=True)
+    plots: str | None = option(None, "save optimization history, intermediate values, importances and Pareto plots here", metavar="DIR")
+    json: bool = option(False, "print the report as JSON instead of text")
+
+
+@dataclass(kw_only=True)
+class PredictSettings(Storage, StudyName, Verbosity):
+    """prediction"""
+
+    texts: list[str] = option([], "sentences to classify (default: one per line from stdin)", positional=True, nargs="*", metavar="TEXT")
+    model: str | None = option(None, "the study's model on this machine, if not where the study was run (compared by content)")
+
+
+@dataclass(kw_only=True)
+class CompareSettings(Sources, Budget, Storage, Verbosity):
+    """the comparison"""
+
+    variants: list[str] | None = option(None, f"what to compare, in order (default: {' '.join(variants.DEFAULT_SEARCH)}, or every "
+                                        "variant the studies hold)", nargs="+", choices=variants.names())
+    from_study: list[str] | None = option(None, "take each variant's best trial from these studies in --storage (one that searched "
+                                          "several variants, or one per variant), and their budget", nargs="+", metavar="NAME")
+    seeds: int = option(1, "seeds per variant", positive=True)
+    target_modules: list[str] | None = option(None, "LoRA target modules (attention: peft's defaults for the model type, or all-linear)",
+                                              nargs="+")
+    out: str | None = option(None, "folder for compare.md/json/png (default: <output-dir>/compare/<model or first study>)")
+
+    def study(self, **changes: Any) -> StudySettings:
+        """The StudySettings these stand for (what a study with this budget would train)."""
+        shared = {f.name for f in dataclasses.fields(StudySettings)}
+        return StudySettings(**{**{k: v for k, v in asdict(self).items() if k in shared}, **changes})
+
+
+BENCH_PARTS = ("throughput", "head", "pruning", "stopping")
+
+
+@dataclass(kw_only=True)
+class BenchSettings(Sources, Budget, Storage, StudyName, Verbosity):
+    """the bench"""
+
+    max_train_samples: int | None = like(Budget, "max_train_samples", 2000)
+    max_eval_samples: int | None = like(Budget, "max_eval_samples", 500)
+    epochs: float = like(Budget, "epochs", 1.0)
+    parts: list[str] = option(["throughput", "head", "pruning"], "what to measure (stopping replays a stored study: --storage, "
+                              "--study-name)", nargs="+", choices=BENCH_PARTS)
+    variant: str = option("lora", "variant of the throughput part", choices=variants.names())
+    learning_rate: float = option(TrainConfig.learning_rate, "learning rate of the throughput trials", positive=True)
+    compare_compile: bool = option(False, "also run the project's trials compiled, and say whether compiling pays")
+    repeats: int = option(1, "project trials in a row in one process: the first pays for compiling", positive=True)
+    trial_epochs: float = option(3.0, "epochs of the head and pruning trials", positive=True)
+    head_learning_rate: float = option(1e-3, "learning rate of the head trials", positive=True)
+    trials: int = option(12, "trials of each pruning study", positive=True)
+    pruning_variant: str | None = option(None, "variant of the pruning studies (default: --variant)", choices=variants.names())
+    pruner: str = option("median", "the pruner to compare with none", choices=("halving", "median", "hyperband"))
+    evaluation: str = option("subset", "the evaluation scheme of the pruning studies (see emotion-study run --help)", choices=EVALUATIONS)
+    threads: int | None = option(None, "CPU threads of torch, for both sides (default: torch's own choice)", positive=True)
+    json: str | None = option(None, "write the numbers to this JSON file", metavar="FILE")
+
+    def check(self) -> None:
+        super().check()
+        if self.json is not None and not Path(self.json).parent.exists():
+            raise UsageError(f"--json: folder {Path(self.json).parent} does not exist")
+
+    def study(self, **changes: Any) -> StudySettings:
+        shared = {f.name for f in dataclasses.fields(StudySettings)}
+        values = {k: v for k, v in asdict(self).items() if k in shared and k not in ("trials", "pruner", "study_name")}
+        return StudySettings(**{**values, **changes})

@@ -51,7 +51,7 @@ def tokenized(data_folder, tokenizer):
 def study_args(tiny_model, data_folder, tmp_path) -> list[str]:
     """Flags of a fast study in a fresh SQLite file; each test adds --trials and what it studies."""
     return [
-        "--model", tiny_model, "--data", data_folder, "--epochs", "2", "--batch-size", "16",
+        "--model", tiny_model, "--data", data_folder, "--epochs", "2", "--batch-size", "16", "--patience", "0",
         "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "t", "--output-dir", str(tmp_path / "out"),
     ]
 
@@ -80,7 +80,6 @@ def finished_study(tiny_model, data_folder, tmp_path_factory):
     import optuna
 
     from study import final, run
-    from study.cli import run_main
 
     root = tmp_path_factory.mktemp("finished-study")
     storage, out = f"sqlite:///{root / 'study.db'}", str(root / "out")
@@ -92,8 +91,8 @@ def finished_study(tiny_model, data_folder, tmp_path_factory):
     study.enqueue_trial({"variant": "qlora", "learning_rate": 1e-2, **lora})
     common = ["--storage", storage, "--study-name", "done", "--output-dir", out]
     flags = ["--model", tiny_model, "--data", data_folder, "--epochs", "2", "--batch-size", "16", "--variant", "all", "--pruner", "none"]
-    assert run_main(run.main, ["--trials", "3", *flags, *common]) == 0
-    assert run_main(final.main, common) == 0
+    assert run.main(["--trials", "3", *flags, *common]) == 0
+    assert final.main(common) == 0
     return {"storage": storage, "name": "done", "output_dir": out, "db": root / "study.db"}
 
 

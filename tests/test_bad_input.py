@@ -10,7 +10,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from study import run
-from study.cli import run_main, settings_from_args
+from study._command import settings_from
+from study.settings import StudySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,7 @@ def stored(study_args):
     """study_args' study, holding one finished trial; each case then asks for more trials of it or of a new study."""
     storage = study_args[study_args.index("--storage") + 1]
     study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
-    study.set_user_attr("settings", settings_from_args(run.build_parser().parse_args(study_args)).identity())
+    study.set_user_attr("settings", settings_from(StudySettings, run.COMMAND.parser().parse_args(study_args)).identity())
     distribution = FloatDistribution(1e-5, 5e-3, log=True)
     study.add_trial(optuna.trial.create_trial(value=0.5, params={"learning_rate": 1e-3}, distributions={"learning_rate": distribution}))
     return storage
@@ -57,7 +58,7 @@ CASES = {
 def test_bad_input_exits_2_and_leaves_the_study_as_it_was(case, study_args, stored, capsys):
     flags, messages = CASES[case]
     # A new study name unless the case says otherwise: a bad run must not create one either.
-    assert run_main(run.main, ["--trials", "3", *study_args, "--study-name", "new", *flags]) == 2
+    assert run.main(["--trials", "3", *study_args, "--study-name", "new", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     for message in messages:
@@ -75,7 +76,7 @@ def test_bad_input_exits_2_and_leaves_the_study_as_it_was(case, study_args, stor
 )
 def test_a_corrupted_data_file_exits_2(name, content, message, study_args, data_folder, tmp_path, stored, capsys):
     args = ["--trials", "3", *study_args, "--study-name", "new", "--data", corrupt(tmp_path, data_folder, name, content)]
-    assert run_main(run.main, args) == 2
+    assert run.main(args) == 2
     assert message in capsys.readouterr().err
     assert optuna.get_all_study_names(stored) == ["t"]
 

@@ -2,7 +2,6 @@ import json
 import math
 
 from study import bench
-from study.cli import run_main
 
 
 def test_bench_measures_every_part(tiny_model, data_folder, tmp_path, capsys):
@@ -11,7 +10,7 @@ def test_bench_measures_every_part(tiny_model, data_folder, tmp_path, capsys):
         "--model", tiny_model, "--data", data_folder, "--max-train-samples", "48", "--max-eval-samples", "24",
         "--batch-size", "16", "--trial-epochs", "2", "--trials", "3", "--output-dir", str(tmp_path / "out"), "--json", str(out),
     ]
-    assert run_main(bench.main, args) == 0
+    assert bench.main(args) == 0
     report = json.loads(out.read_text())
     for key in ("naive_samples_per_s", "project_samples_per_s", "speedup", "naive_peak_memory_mib", "project_peak_memory_mib",
                 "head_cache_speedup", "pruned_steps_ratio", "best_val_acc_pruned", "best_val_acc_unpruned"):
@@ -26,5 +25,5 @@ def test_bench_measures_every_part(tiny_model, data_folder, tmp_path, capsys):
 
 
 def test_bench_rejects_bad_counts(capsys):
-    assert run_main(bench.main, ["--trials", "0"]) == 2
+    assert bench.main(["--trials", "0"]) == 2
     assert "--trials must be positive" in capsys.readouterr().err

@@ -28,9 +28,9 @@ machines = cluster.machines  # the fixture, for this module's tests
 WHO_AM_I = """
 import json, os, socket, tempfile
 import study
-from study.liveness import worker_identity
+from study._trials.liveness import worker_identity
 print(json.dumps({"host": socket.gethostname(), "cwd": os.getcwd(), "study": study.__file__,
-                  "tmp": tempfile.gettempdir(), "worker_host": worker_identity()["host"]}))
+                  "tmp": tempfile.gettempdir(), "worker_host": worker_identity().host}))
 """
 
 

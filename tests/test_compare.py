@@ -6,7 +6,6 @@ import pytest
 
 from emotion_core import variants
 from study import compare, run
-from study.cli import run_main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -15,7 +14,7 @@ def test_compare_writes_the_table_json_and_chart(tiny_model, data_folder, tmp_pa
     out = tmp_path / "cmp"
     args = ["--model", tiny_model, "--data", data_folder, "--epochs", "1", "--batch-size", "16", "--max-train-samples", "96",
             "--max-eval-samples", "30", "--output-dir", str(tmp_path / "storage"), "--out", str(out)]
-    assert run_main(compare.main, args) == 0
+    assert compare.main(args) == 0
     summary = json.loads((out / "compare.json").read_text())
     rows = {row["variant"]: row for row in summary["rows"]}
     assert list(rows) == ["head", "lora", "qlora"]
@@ -37,13 +36,13 @@ def test_compare_writes_the_table_json_and_chart(tiny_model, data_folder, tmp_pa
     assert "| variant | parameters | from | test accuracy (mean ± std over seeds, 95% interval) |" in table
     for variant, row in rows.items():
         assert f"| {variant} | learning_rate={row['params']['learning_rate']:.3g} " in table and f"{row['test_accuracy']:.4f}" in table
-    assert "python -m study.compare --model" in table and "McNemar" in table
+    assert "emotion-study compare --model" in table and "McNemar" in table
     assert (out / "compare.png").read_bytes()[:8] == PNG
     assert "wrote" in capsys.readouterr().out
 
 
 def test_compare_from_a_study_retrains_each_variants_best_trial_with_seeds(study_args, tmp_path):
-    assert run_main(run.main, ["--trials", "4", "--variant", "head,lora", "--pruner", "none", "--sampler", "random", *study_args]) == 0
+    assert run.main(["--trials", "4", "--variant", "head,lora", "--pruner", "none", "--sampler", "random", *study_args]) == 0
     storage = study_args[study_args.index("--storage") + 1]
     import optuna
 
@@ -54,7 +53,7 @@ def test_compare_from_a_study_retrains_each_variants_best_trial_with_seeds(study
         if variant not in best or trial.value > best[variant].value:
             best[variant] = trial
     out = tmp_path / "tuned"
-    assert run_main(compare.main, ["--storage", storage, "--from-study", "t", "--seeds", "2", "--out", str(out)]) == 0
+    assert compare.main(["--storage", storage, "--from-study", "t", "--seeds", "2", "--out", str(out)]) == 0
     summary = json.loads((out / "compare.json").read_text())
     rows = {row["variant"]: row for row in summary["rows"]}
     assert set(rows) == set(best)  # one row per variant the study holds
@@ -78,13 +77,13 @@ def test_compare_rejects_bad_input(tiny_model, data_folder, tmp_path, capsys, fl
             compare.main(args)
         assert exit_info.value.code == 2
     else:
-        assert run_main(compare.main, args) == 2
+        assert compare.main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
 
 
 def test_a_variant_whose_trials_were_all_pruned_is_represented_by_its_best_pruned_trial(study_args):
-    assert run_main(run.main, ["--trials", "1", "--variant", "head,lora", "--pruner", "none", *study_args]) == 0
+    assert run.main(["--trials", "1", "--variant", "head,lora", "--pruner", "none", "--no-baseline", *study_args]) == 0
     storage = study_args[study_args.index("--storage") + 1]
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
@@ -103,11 +102,11 @@ def test_a_variant_whose_trials_were_all_pruned_is_represented_by_its_best_prune
 
 def test_compare_names_a_study_that_does_not_exist(study_args, capsys):
     storage = study_args[study_args.index("--storage") + 1]
-    assert run_main(compare.main, ["--storage", storage, "--from-study", "nope"]) == 2
+    assert compare.main(["--storage", storage, "--from-study", "nope"]) == 2
     assert "no storage at" in capsys.readouterr().err  # nothing made it yet
     import optuna
 
     optuna.create_study(study_name="other", storage=storage)
-    assert run_main(compare.main, ["--storage", storage, "--from-study", "nope"]) == 2
+    assert compare.main(["--storage", storage, "--from-study", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no study 'nope'" in err and "it holds other" in err

@@ -83,7 +83,7 @@ def test_dashboard_shows_trials_attrs_note_and_artifacts(dashboard, finished_stu
 
     report = json.loads((study_dir(finished_study["storage"], finished_study["output_dir"], "done") / "final" / "report.json").read_text())
     study_attrs = {a["key"]: a["value"] for a in detail["user_attrs"]}
-    assert float(study_attrs["test_accuracy"]) == pytest.approx(report["test_accuracy"])
+    assert json.loads(study_attrs["final"])["test_accuracy"] == pytest.approx(report["test_accuracy"])  # the FinalRecord
     note = detail["note"]["body"]
     assert f"| test accuracy | {report['test_accuracy']:.4f} (95% interval " in note
     assert "| sadness |" in note and "Confusion matrix" in note

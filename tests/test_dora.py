@@ -9,7 +9,6 @@ from emotion_core import variants
 from emotion_core.cache import build_model
 from emotion_core.training import TrainConfig, train
 from study import final, predict, run
-from study.cli import run_main
 from tests.conftest import study_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,16 +31,16 @@ def test_dora_learns(tiny_model, tokenizer, tokenized, tmp_path):
 
 
 def test_a_dora_study_runs_finals_and_predicts(study_args, capsys):
-    assert run_main(run.main, ["--trials", "2", "--variant", "dora", "--pruner", "none", *study_args]) == 0
+    assert run.main(["--trials", "2", "--variant", "dora", "--pruner", "none", *study_args]) == 0
     storage = study_args[study_args.index("--storage") + 1]
     study = optuna.load_study(study_name="t", storage=storage)
     assert {t.user_attrs["variant"] for t in study.trials} == {"dora"} and "lora_r" in study.best_params
     output = study_args[study_args.index("--output-dir") + 1]
-    assert run_main(final.main, ["--storage", storage, "--study-name", "t", "--output-dir", output]) == 0
+    assert final.main(["--storage", storage, "--study-name", "t", "--output-dir", output]) == 0
     report = json.loads((study_dir(study_args) / "final" / "report.json").read_text())
     assert report["variant"] == "dora" and 0 <= report["test_accuracy"] <= 1
     capsys.readouterr()
-    assert run_main(predict.main, ["--storage", storage, "--study-name", "t", "--output-dir", output, "i feel happy", "i am so scared"]) == 0
+    assert predict.main(["--storage", storage, "--study-name", "t", "--output-dir", output, "i feel happy", "i am so scared"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[2] for line in lines] == ["i feel happy", "i am so scared"]
 

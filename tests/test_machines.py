@@ -14,11 +14,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from study import records
 from tests import cluster
 from tests.cluster import TcpProxy, postgres_url_or_skip, s3_server, sqlalchemy_url
 
 machines = cluster.machines
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def retry_of(trial):
+    retry = records.Retry.read(trial)
+    return retry.of if retry is not None else None
 
 
 def study_flags(machine, tiny_model, data_folder, url, name, store, trials, *extra) -> list[str]:
@@ -63,7 +69,7 @@ def test_two_machines_started_together_propose_distinct_parameters_and_share_the
         finished = [t for t in trials if t.state in FINISHED]
         assert len(finished) == 8
         assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)  # no two trials alike
-        assert {t.user_attrs["worker"]["host"] for t in finished} == {"machine-a", "machine-b"}  # both did work
+        assert {records.Worker.read(t).host for t in finished} == {"machine-a", "machine-b"}  # both did work
 
 
 def test_a_killed_machines_trial_continues_on_the_other_from_its_checkpoint_in_the_shared_store(machines, tiny_model, data_folder, tmp_path):
@@ -91,8 +97,8 @@ def test_a_killed_machines_trial_continues_on_the_other_from_its_checkpoint_in_t
         assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
         dead = study.trials[victim.number]
         assert dead.state == TrialState.FAIL and "machine-a" in dead.user_attrs["fail_reason"]
-        (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
-        assert retry.state in FINISHED and retry.params == dead.params and retry.user_attrs["worker"]["host"] == "machine-b"
+        (retry,) = [t for t in study.trials if retry_of(t) == victim.number]
+        assert retry.state in FINISHED and retry.params == dead.params and records.Worker.read(retry).host == "machine-b"
         assert retry.user_attrs["resumed_from_step"] > 0  # it continued from machine-a's checkpoint, fetched from S3
         listed = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="studies/kill/").get("Contents", [])
         assert not [o["Key"] for o in listed if "checkpoints-" in o["Key"]]  # finished trials leave no checkpoint behind
@@ -135,7 +141,7 @@ def test_a_database_cut_and_a_stalled_machine_lose_nothing(machines, tiny_model,
         assert len(study.get_trials(states=FINISHED)) == 8
         assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
         taken = [t for t in study.trials if t.state == TrialState.FAIL and "no heartbeat from host machine-b" in t.user_attrs.get("fail_reason", "")]
-        assert taken and all(any(r.user_attrs.get("retry_of") == t.number and r.state in FINISHED for r in study.trials) for t in taken)
+        assert taken and all(any(retry_of(r) == t.number and r.state in FINISHED for r in study.trials) for t in taken)
 
 
 def free_port() -> int:

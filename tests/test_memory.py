@@ -9,7 +9,8 @@ import torch
 from emotion_core.cache import ModelCache
 from emotion_core.memory import PeakMemory, TensorPeak
 from emotion_core.training import TrainConfig, train
-from study.progress import format_mib
+from study import records
+from study._show.text import format_mib
 from tests.synthetic import build_tiny_gpt2
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU figure; on a GPU it is max_memory_allocated")
@@ -121,13 +122,13 @@ def test_an_accuracy_memory_trial_without_a_figure_fails_with_the_reason(study_a
     import optuna
 
     from study import run
-    from study.cli import run_main
 
     with PeakMemory():
-        code = run_main(run.main, ["--trials", "1", "--objective", "accuracy,memory", "--variant", "head", *study_args])
+        code = run.main(["--trials", "1", "--objective", "accuracy,memory", "--variant", "head", *study_args])
     assert code == 1 and "trials in a row failed" in capsys.readouterr().err  # it gives up after 3, as on any setup fault
     storage = study_args[study_args.index("--storage") + 1]
     trials = optuna.load_study(study_name="t", storage=storage).trials
     assert trials and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
     assert trials[0].user_attrs["fail_reason"].startswith("peak memory not measured: another profiler was running")
-    assert trials[0].user_attrs["peak_memory_mib"] is None and "another profiler" in trials[0].user_attrs["peak_memory_note"]
+    result = records.TrialResult.read(trials[0])
+    assert result.peak_memory_mib is None and "another profiler" in result.peak_memory_note

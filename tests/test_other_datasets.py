@@ -8,7 +8,6 @@ import optuna
 import pytest
 
 from study import final, predict, run
-from study.cli import run_main
 from tests.conftest import study_dir
 from tests.synthetic import SENTIMENT_WORDS, sentences, write_hub_folder, write_txt_folder
 
@@ -36,11 +35,11 @@ def test_run_final_and_predict_on_three_labels(kind, study_args, tmp_path, capsy
     optuna.create_study(study_name="t", storage=storage, direction="maximize").enqueue_trial(
         {"learning_rate": 3e-2, "head_dropout": 0.0, "weight_decay": 0.0}
     )
-    assert run_main(run.main, ["--trials", "2", "--variant", "head", *args]) == 0
+    assert run.main(["--trials", "2", "--variant", "head", *args]) == 0
     assert optuna.load_study(study_name="t", storage=storage).user_attrs["labels"] == names
 
     where = ["--storage", storage, "--study-name", "t", "--output-dir", args[args.index("--output-dir") + 1]]
-    assert run_main(final.main, where) == 0
+    assert final.main(where) == 0
     report = json.loads((study_dir(args) / "final" / "report.json").read_text())
     assert report["labels"] == names and list(report["per_class"]) == names
     assert len(report["confusion_matrix"]) == 3 and report["n_test"] == 60
@@ -48,7 +47,7 @@ def test_run_final_and_predict_on_three_labels(kind, study_args, tmp_path, capsy
     capsys.readouterr()
 
     test = sentences(*SIZES["test"], SENTIMENT_WORDS)
-    assert run_main(predict.main, [*where, *(text for text, _ in test)]) == 0
+    assert predict.main([*where, *(text for text, _ in test)]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [text for _, _, text in rows] == [text for text, _ in test]
     assert {label for label, _, _ in rows} <= set(names)

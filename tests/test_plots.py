@@ -10,9 +10,9 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from study import plots
+from study._show import plots
+from study._studies import pareto_front
 from study.report import steps_per_epoch
-from study.studies import pareto_front
 
 PNG = b"\x89PNG\r\n\x1a\n"
 STEPS_PER_EPOCH, EPOCHS, EVALS_PER_EPOCH = 50, 3, 3

@@ -8,12 +8,11 @@ import pytest
 
 from emotion_core.labels import LABELS
 from study import final, predict
-from study.cli import run_main
 from tests.conftest import study_dir
 
 
 def predictions(capsys, args) -> list[tuple[str, float, str]]:
-    assert run_main(predict.main, args) == 0
+    assert predict.main(args) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     return [(label, float(probability), text) for label, probability, text in rows]
 
@@ -21,7 +20,7 @@ def predictions(capsys, args) -> list[tuple[str, float, str]]:
 @pytest.mark.parametrize("number,variant", [(0, "head"), (1, "lora"), (2, "qlora")])
 def test_predict_reproduces_the_final_test_accuracy(copy_study, data_folder, capsys, number, variant):
     where = ["--storage", copy_study["storage"], "--study-name", copy_study["name"], "--output-dir", copy_study["output_dir"]]
-    assert run_main(final.main, ["--trial", str(number), *where]) == 0
+    assert final.main(["--trial", str(number), *where]) == 0
     report = json.loads((study_dir(copy_study["storage"], copy_study["output_dir"], "done") / "final" / "report.json").read_text())
     assert report["variant"] == variant and report["best_trial"] == number
     capsys.readouterr()
@@ -51,10 +50,10 @@ def test_predict_reads_stdin(finished_study, capsys, monkeypatch):
 
 def test_predict_without_a_final_model_exits_2(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    assert run_main(predict.main, ["--storage", storage, "--output-dir", str(tmp_path), "i feel fine"]) == 2
+    assert predict.main(["--storage", storage, "--output-dir", str(tmp_path), "i feel fine"]) == 2
     assert "no storage at" in capsys.readouterr().err
     import optuna
 
     optuna.create_study(study_name="nothing", storage=storage)
-    assert run_main(predict.main, ["--storage", storage, "--output-dir", str(tmp_path), "i feel fine"]) == 2
+    assert predict.main(["--storage", storage, "--output-dir", str(tmp_path), "i feel fine"]) == 2
     assert "no final model for study 'nothing'" in capsys.readouterr().err

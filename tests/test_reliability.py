@@ -21,11 +21,10 @@ from optuna.distributions import FloatDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from study import run
-from study.artifacts import CHECKPOINT_ATTR
-from study.cli import run_main
-from study.liveness import fail_stale_trials
-from study.storage import JournalFileStorage, open_storage
+from study import records, run
+from study._backends import open_storage, trial_id
+from study._backends.heartbeat import JournalFileStorage
+from study._trials.liveness import fail_stale_trials
 from tests.conftest import study_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +35,11 @@ SMALL = ["--max-train-samples", "96", "--max-eval-samples", "30", "--pruner", "n
 # For the kill and Ctrl-C tests: 6 epochs (36 steps, a checkpoint every 2) leave seconds between a trial's first
 # checkpoint and its end, for the signal to land mid-trial on a slow or busy machine.
 LONGER = ["--epochs", "6"]
+
+
+def retry_of(trial):
+    retry = records.Retry.read(trial)
+    return retry.of if retry is not None else None
 
 
 def value_of(args, flag):
@@ -72,7 +76,7 @@ def wait_for_checkpoint(process: subprocess.Popen, args: list[str], number: int,
         try:
             study = study or load(args)
             trials = study.get_trials(deepcopy=False)
-            if len(trials) > number and CHECKPOINT_ATTR in trials[number].user_attrs:
+            if len(trials) > number and records.Checkpoint.read(trials[number]) is not None:
                 return
         except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):  # no study yet, or a write holds the file
             pass
@@ -104,7 +108,7 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(study_args, t
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     assert {n: after[n] for n in before} == before  # what finished before the kill is unchanged
     assert study.trials[2].state == TrialState.FAIL
-    (retried,) = [t for t in study.trials if t.user_attrs.get("retry_of") == 2]
+    (retried,) = [t for t in study.trials if retry_of(t) == 2]
     assert retried.state == TrialState.COMPLETE and retried.params == study.trials[2].params
     assert retried.user_attrs["resumed_from_step"] >= 2  # it continued from trial 2's checkpoint (the first is at step 2)
     assert sorted(retried.intermediate_values) == list(range(2, 37, 2))  # every report, those before the kill included
@@ -121,7 +125,7 @@ def test_ctrl_c_marks_the_trial_failed_and_says_how_to_resume(study_args, tmp_pa
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
-    assert "python -m study.run --trials 3" in err and "resume" in err
+    assert "emotion-study run --trials 3" in err and "resume" in err
     study = load(args)
     assert not study.get_trials(states=(TrialState.RUNNING,))
     interrupted = study.trials[1]
@@ -150,17 +154,17 @@ def test_three_workers_on_postgresql_finish_exactly_the_total_and_never_show_the
     args[args.index("--storage") + 1] = url
     args[args.index("--study-name") + 1] = name
     try:
-        assert run_main(run.main, ["--trials", "9", "--workers", "3", "--epochs", "1", *SMALL, *args]) == 0
+        assert run.main(["--trials", "9", "--workers", "3", "--epochs", "1", *SMALL, *args]) == 0
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials()
         assert len(study.get_trials(states=FINISHED)) == 9
         assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
         assert len({t.number for t in trials}) == len(trials)
-        assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 3  # the three processes shared the work
+        assert len({records.Worker.read(t).pid for t in trials}) == 3  # the three processes shared the work
 
         from study import final
 
-        assert run_main(final.main, ["--storage", url, "--study-name", name, "--output-dir", str(tmp_path / "out")]) == 0
+        assert final.main(["--storage", url, "--study-name", name, "--output-dir", str(tmp_path / "out")]) == 0
         reports = {p.name: p.read_text() for p in (study_dir(url, str(tmp_path / "out"), name) / "final").glob("report.*")}
         assert len(reports) == 2 and not any("s3cret-pw" in r for r in reports.values())
         assert "postgres:***@" in reports["report.json"]
@@ -178,15 +182,16 @@ def test_a_journal_file_has_a_heartbeat_and_retries_a_trial_whose_process_died(t
     assert isinstance(open_storage(str(tmp_path / "other.journal")), JournalFileStorage)
     study = optuna.create_study(storage=storage)
     trial = study.ask({"x": FloatDistribution(0, 1)})
-    storage.record_heartbeat(trial._trial_id)  # then its process "dies": no more heartbeats
-    assert storage._get_stale_trial_ids(study._study_id) == []
+    storage.record_heartbeat(trial_id(storage, study, trial.number))  # then its process "dies": no more heartbeats
+    study_id = storage.get_study_id_from_name(study.study_name)
+    assert storage.stale_trial_ids(study_id) == []
     time.sleep(2.2)
-    fail_stale_trials(study)
+    fail_stale_trials(storage, study)
     dead, queued = study.get_trials()
     assert dead.state == TrialState.FAIL and queued.state == TrialState.WAITING
     assert queued.system_attrs["failed_trial"] == 0 and queued.params == dead.params
     retried = study.ask()  # the retry runs: the heartbeat it inherited from the dead trial does not make it stale
-    assert retried.number == 1 and storage._get_stale_trial_ids(study._study_id) == []
+    assert retried.number == 1 and storage.stale_trial_ids(study_id) == []
 
 
 def test_twenty_trials_in_one_process_do_not_grow_memory_and_failures_do_not_stop_the_study(study_args):
@@ -195,7 +200,7 @@ def test_twenty_trials_in_one_process_do_not_grow_memory_and_failures_do_not_sto
     study.enqueue_trial({"lora_dropout": 1.5})  # torch refuses it while the model is built: the trial fails
     study.enqueue_trial({"learning_rate": 1e4})  # the loss becomes NaN or inf: the trial is pruned as diverged
     args = ["--trials", "20", "--epochs", "1", "--sampler", "random", *SMALL, "--max-train-samples", "48", "--max-eval-samples", "12", *study_args]
-    assert run_main(run.main, args) == 0
+    assert run.main(args) == 0
     study = load(args)
     failed, diverged = study.trials[0], study.trials[1]
     assert failed.state == TrialState.FAIL and "dropout probability" in failed.user_attrs["fail_reason"]

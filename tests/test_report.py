@@ -6,21 +6,20 @@ import math
 import optuna
 from optuna.distributions import FloatDistribution
 
-from study import final, report, run
-from study.cli import run_main
+from study import final, records, report, run
 from tests.conftest import study_dir
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def report_json(capsys, args) -> dict:
-    assert run_main(report.main, [*args, "--json"]) == 0
+    assert report.main([*args, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
 def test_report_on_a_study_that_run_made(finished_study, capsys, tmp_path):
     where = ["--storage", finished_study["storage"], "--study-name", "done"]
-    assert run_main(report.main, [*where, "--plots", str(tmp_path / "plots")]) == 0
+    assert report.main([*where, "--plots", str(tmp_path / "plots")]) == 0
     text = capsys.readouterr().out
     assert "trials: 3 complete" in text
     assert "not computed: need at least 5 completed trials (have 3)" in text
@@ -38,7 +37,7 @@ def test_report_on_a_study_that_run_made(finished_study, capsys, tmp_path):
     assert board[0]["trial"] in {row["trial"] for row in front}
     for row in front:
         assert not any(o["val_accuracy"] > row["val_accuracy"] and o["peak_memory_mib"] < row["peak_memory_mib"] for o in board)
-    assert summary["test_accuracy"] == study.user_attrs["test_accuracy"]
+    assert summary["final"]["test_accuracy"] == records.FinalRecord.read(study).test_accuracy
 
     plots = {p.name for p in (tmp_path / "plots").iterdir()}
     assert {"optimization_history.png", "intermediate_values.png", "pareto_accuracy_memory.png"} <= plots
@@ -57,12 +56,13 @@ def test_importances_once_there_are_enough_trials(tmp_path, capsys):
                                                   user_attrs={"peak_memory_mib": 100.0 + i, "variant": "lora"}))
     where = ["--storage", storage, "--study-name", "s"]
     summary = report_json(capsys, where)
-    assert max(summary["importances"], key=summary["importances"].get) == "learning_rate"
+    importances = summary["importances"]
+    assert max(importances, key=lambda name: importances[name]["mean"]) == "learning_rate"
     assert summary["counts"] == {"complete": 12}
     assert len(summary["leaderboard"]) == 10 and summary["leaderboard"][0]["trial"] == 11
     # Accuracy and memory both grow with the trial number here: every trial is on the front.
     assert len(summary["pareto_front"]) == 12
-    assert run_main(report.main, [*where, "--plots", str(tmp_path / "plots")]) == 0
+    assert report.main([*where, "--plots", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "param_importances.png").read_bytes()[:8] == PNG
 
 
@@ -71,23 +71,23 @@ def test_report_takes_the_most_recently_run_study_and_says_so(tmp_path, capsys):
     for name in ("one", "two"):
         study = optuna.create_study(study_name=name, storage=storage)
     study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)}, value=0.5))  # "two" ran last
-    assert run_main(report.main, ["--storage", storage]) == 0
+    assert report.main(["--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "study 'two': the most recently run of the 2" in out and "(one, two)" in out and "study 'two' (objective" in out
-    assert run_main(report.main, ["--storage", storage, "--study-name", "one"]) == 0
+    assert report.main(["--storage", storage, "--study-name", "one"]) == 0
     assert "(no finished trial)" in capsys.readouterr().out
-    assert run_main(report.main, ["--storage", storage, "--study-name", "three"]) == 2
+    assert report.main(["--storage", storage, "--study-name", "three"]) == 2
     err = capsys.readouterr().err
     assert "no study 'three'" in err and "it holds one, two" in err
 
 
 def test_multi_objective_study_from_run_to_final(study_args, tmp_path, capsys):
     args = ["--objective", "accuracy,memory", "--variant", "head", "--sampler", "random", *study_args]
-    assert run_main(run.main, ["--trials", "3", *args]) == 0
+    assert run.main(["--trials", "3", *args]) == 0
     out = capsys.readouterr().out
     assert out.count("epoch 2/2 val_acc=") == 3  # a compact line per epoch inside each trial
     assert "[3/3 finished; complete=3 pruned=0 failed=0 front=" in out
-    assert "Pareto front (accuracy vs peak memory):" in out and "study.final retrains trial" in out
+    assert "Pareto front (accuracy vs peak memory):" in out and "final retrains trial" in out
 
     storage = study_args[study_args.index("--storage") + 1]
     study = optuna.load_study(study_name="t", storage=storage)
@@ -102,12 +102,12 @@ def test_multi_objective_study_from_run_to_final(study_args, tmp_path, capsys):
     assert {row["trial"] for row in summary["pareto_front"]} == {t.number for t in study.best_trials}
 
     output = study_args[study_args.index("--output-dir") + 1]
-    assert run_main(final.main, ["--storage", storage, "--study-name", "t", "--output-dir", output]) == 0
+    assert final.main(["--storage", storage, "--study-name", "t", "--output-dir", output]) == 0
     chosen = json.loads((study_dir(study_args) / "final" / "report.json").read_text())["best_trial"]
     assert study.trials[chosen].values[0] == max(t.values[0] for t in study.best_trials)
-    assert run_main(final.main, ["--storage", storage, "--study-name", "t", "--output-dir", output, "--trial", "7"]) == 2
+    assert final.main(["--storage", storage, "--study-name", "t", "--output-dir", output, "--trial", "7"]) == 2
     assert "has no completed trial 7" in capsys.readouterr().err
 
     # Another objective under the same name would mix values that mean different things.
-    assert run_main(run.main, ["--trials", "4", "--variant", "head", *study_args]) == 2
+    assert run.main(["--trials", "4", "--variant", "head", *study_args]) == 2
     assert "--objective: stored 'accuracy,memory', given 'accuracy'" in capsys.readouterr().err

@@ -5,8 +5,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study import final, run
-from study.cli import run_main
+from study import final, records, run
 from study.settings import StudySettings
 from tests.conftest import study_dir
 
@@ -21,11 +20,11 @@ def finished(study):
 
 
 def test_resume_counts_finished_trials(study_args, capsys):
-    assert run_main(run.main, ["--trials", "2", *study_args]) == 0
+    assert run.main(["--trials", "2", *study_args]) == 0
     assert finished(load(study_args)) == 2
-    assert run_main(run.main, ["--trials", "4", *study_args]) == 0
+    assert run.main(["--trials", "4", *study_args]) == 0
     assert finished(load(study_args)) == 4
-    assert run_main(run.main, ["--trials", "4", *study_args]) == 0
+    assert run.main(["--trials", "4", *study_args]) == 0
     study = load(study_args)
     assert finished(study) == 4 and len(study.trials) == 4
     assert "nothing to do" in capsys.readouterr().out
@@ -43,7 +42,7 @@ def test_pruner_prunes_an_absurd_learning_rate_once_five_trials_completed(study_
     for dropout in (0.0, 0.05, 0.1, 0.15, 0.2):  # the default pruner waits for five completed trials
         study.enqueue_trial({**good, "lora_dropout": dropout})
     study.enqueue_trial({**good, "learning_rate": 3.0})
-    assert run_main(run.main, ["--trials", "6", "--sampler", "random", "--pruner", "median", *study_args]) == 0
+    assert run.main(["--trials", "6", "--sampler", "random", "--pruner", "median", *study_args]) == 0
     trials = load(study_args).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5 + [TrialState.PRUNED]
     assert trials[5].params["learning_rate"] == 3.0
@@ -53,7 +52,7 @@ def test_pruner_prunes_an_absurd_learning_rate_once_five_trials_completed(study_
 
 def test_variant_all_makes_lora_r_conditional(study_args):
     study_args = [a if a != "t" else "t" for a in study_args]
-    assert run_main(run.main, ["--trials", "6", "--variant", "all", "--pruner", "none", "--sampler", "random", *study_args]) == 0
+    assert run.main(["--trials", "6", "--variant", "all", "--pruner", "none", "--sampler", "random", *study_args]) == 0
     trials = load(study_args).trials
     variants = {t.params["variant"] for t in trials}
     assert len(variants) >= 2
@@ -64,9 +63,9 @@ def test_variant_all_makes_lora_r_conditional(study_args):
 
 
 def test_final_writes_the_report(study_args, tmp_path):
-    assert run_main(run.main, ["--trials", "2", "--variant", "head", *study_args]) == 0
+    assert run.main(["--trials", "2", "--variant", "head", *study_args]) == 0
     args = ["--storage", study_args[study_args.index("--storage") + 1], "--study-name", "t", "--output-dir", str(tmp_path / "out")]
-    assert run_main(final.main, args) == 0
+    assert final.main(args) == 0
     out = study_dir(args[1], args[5]) / "final"
     report = json.loads((out / "report.json").read_text())
     for key in ("test_accuracy", "test_macro_f1", "n_test", "best_params", "variant", "model", "per_class", "confusion_matrix",
@@ -78,16 +77,16 @@ def test_final_writes_the_report(study_args, tmp_path):
     assert report["best_params"] == load(study_args).best_params
     assert (out / "model" / "trained.safetensors").is_file()
     assert "test accuracy" in (out / "report.md").read_text()
-    assert load(study_args).user_attrs["test_accuracy"] == report["test_accuracy"]
+    assert records.FinalRecord.read(load(study_args)).test_accuracy == report["test_accuracy"]
 
 
 def test_final_with_seeds_reports_mean_spread_and_interval(study_args, tmp_path, capsys):
-    assert run_main(run.main, ["--trials", "1", "--variant", "head", *study_args]) == 0
+    assert run.main(["--trials", "1", "--variant", "head", *study_args]) == 0
     storage = study_args[study_args.index("--storage") + 1]
     args = ["--storage", storage, "--study-name", "t", "--output-dir", str(tmp_path / "out"), "--seeds", "2"]
-    assert run_main(final.main, args) == 0
+    assert final.main(args) == 0
     report = json.loads((study_dir(storage, str(tmp_path / "out")) / "final" / "report.json").read_text())
-    assert report["seeds"] == [0, 1] and len(report["test_accuracy_per_seed"]) == 2
+    assert report["seeds"] == [1, 2] and len(report["test_accuracy_per_seed"]) == 2  # the seeds after the study's
     assert report["test_accuracy"] == pytest.approx(sum(report["test_accuracy_per_seed"]) / 2)
     for key in ("test_accuracy", "test_macro_f1"):
         low, high = report[f"{key}_ci95"]
@@ -97,13 +96,14 @@ def test_final_with_seeds_reports_mean_spread_and_interval(study_args, tmp_path,
     text = (study_dir(storage, str(tmp_path / "out")) / "final" / "report.md").read_text()
     assert "Mean of 2 seeds" in text and "240 training sentences for 2 epoch(s)" in text
     study = load(study_args)
-    assert study.user_attrs["seeds"] == [0, 1] and study.user_attrs["test_accuracy_ci95"] == report["test_accuracy_ci95"]
-    assert run_main(final.main, [*args[:-1], "0"]) == 2 and "--seeds must be positive" in capsys.readouterr().err
+    final_record = records.FinalRecord.read(study)
+    assert final_record.seeds == [1, 2] and final_record.test_accuracy_ci95 == report["test_accuracy_ci95"]
+    assert final.main([*args[:-1], "0"]) == 2 and "--seeds must be positive" in capsys.readouterr().err
 
 
 def test_other_settings_under_the_same_name_are_refused(study_args, capsys):
-    assert run_main(run.main, ["--trials", "1", *study_args]) == 0
-    assert run_main(run.main, ["--trials", "2", "--variant", "head", *study_args]) == 2
+    assert run.main(["--trials", "1", *study_args]) == 0
+    assert run.main(["--trials", "2", "--variant", "head", *study_args]) == 2
     assert "--variant: stored 'lora', given 'head'" in capsys.readouterr().err
     assert len(load(study_args).trials) == 1
 
@@ -111,7 +111,7 @@ def test_other_settings_under_the_same_name_are_refused(study_args, capsys):
 def test_the_settings_are_stored_last_so_a_second_machine_never_sees_them_without_the_fingerprints(study_args):
     # A second machine that finds the settings but not yet the fingerprints compares its own model and data paths
     # with the first machine's, and refuses them (seen in CI with two machines started together).
-    assert run_main(run.main, ["--trials", "1", *study_args]) == 0
+    assert run.main(["--trials", "1", *study_args]) == 0
     database = study_args[study_args.index("--storage") + 1].removeprefix("sqlite:///")
     with sqlite3.connect(database) as connection:
         keys = [key for (key,) in connection.execute("SELECT key FROM study_user_attributes ORDER BY study_user_attribute_id")]
@@ -135,7 +135,7 @@ def test_bad_data_exits_2_and_writes_nothing(study_args, tmp_path, capsys, bad, 
         (folder / name).unlink() if content is None else (folder / name).write_text(content)
     args = list(study_args)
     args[args.index("--data") + 1] = str(folder)
-    assert run_main(run.main, ["--trials", "2", *args]) == 2
+    assert run.main(["--trials", "2", *args]) == 2
     assert message in capsys.readouterr().err
     storage = args[args.index("--storage") + 1]
     assert "t" not in optuna.get_all_study_names(storage)
@@ -143,7 +143,7 @@ def test_bad_data_exits_2_and_writes_nothing(study_args, tmp_path, capsys, bad, 
 
 @pytest.mark.parametrize("flags,message", [(["--trials", "0"], "--trials must be positive"), (["--trials", "-3"], "must be positive")])
 def test_bad_counts_exit_2(study_args, capsys, flags, message):
-    assert run_main(run.main, [*flags, *study_args]) == 2
+    assert run.main([*flags, *study_args]) == 2
     assert message in capsys.readouterr().err
 
 

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from emotion_core.training import TrainConfig, train
-from study.progress import RunProgress
+from study._show.progress import RunProgress
 
 # Learning rates at which each variant learns the synthetic task on the tiny model within 3 epochs.
 LEARNING_RATES = {"head": 3e-2, "lora": 1e-2, "qlora": 1e-2, "full": 3e-3}

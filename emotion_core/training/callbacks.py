@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from transformers import TrainerCallback
 
@@ -29,22 +30,39 @@ def evaluation_steps(n_train: int, config: TrainConfig) -> set[int]:
     return {s for s in steps if s < total} | {total}
 
 
+class Accuracy:
+    """The Trainer's ``compute_metrics``: validation accuracy, and which rows it got right, kept for the Tracker."""
+
+    def __init__(self):
+        self.correct: np.ndarray | None = None
+
+    def __call__(self, prediction) -> dict:
+        self.correct = np.asarray(prediction.predictions).argmax(axis=-1) == np.asarray(prediction.label_ids)
+        return {"accuracy": float(self.correct.mean()) if len(self.correct) else 0.0}
+
+
 @dataclass
 class TrainingRecord:
-    """The evaluations so far and the weights of the best one: what a run returns and a checkpoint keeps."""
+    """The evaluations so far and the kept one's weights and answers: what a run returns and a checkpoint keeps."""
 
     evaluations: list[Evaluation] = field(default_factory=list)
     best_accuracy: float = -1.0
     best_weights: dict[str, torch.Tensor] | None = None
+    best_correct: np.ndarray | None = None  # per validation row, of the kept evaluation when it covered the whole split
 
 
 class Tracker(TrainerCallback):
-    """Evaluates (and logs the training loss) at the scheduled steps, records each evaluation and keeps the best
-    weights, which :meth:`restore_best` puts back at the end: the run is selected on validation."""
+    """Evaluates (and logs the training loss) at the scheduled steps and records each evaluation. With ``keep="best"``
+    it keeps the best evaluation's weights, which :meth:`restore_best` puts back at the end (the run is selected on
+    validation); with ``keep="last"`` the last evaluation is the run's, and the weights are those training ended with."""
 
-    def __init__(self, model: torch.nn.Module, eval_at: set[int], record: TrainingRecord | None = None):
+    def __init__(self, model: torch.nn.Module, eval_at: set[int], metric: Accuracy, full_size: int, keep: str = "best",
+                 record: TrainingRecord | None = None):
         self.model = model
         self.eval_at = eval_at
+        self.metric = metric
+        self.full_size = full_size  # rows of the whole validation split: an evaluation of fewer is a subset's
+        self.keep = keep
         self.record = record or TrainingRecord()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -59,9 +77,12 @@ class Tracker(TrainerCallback):
             loss=float(metrics.get("eval_loss", float("nan"))),
         )
         self.record.evaluations.append(evaluation)
-        if evaluation.accuracy > self.record.best_accuracy:
+        if self.keep == "last" or evaluation.accuracy > self.record.best_accuracy:
+            correct = self.metric.correct
             self.record.best_accuracy = evaluation.accuracy
-            self.record.best_weights = trainable_state(self.model)
+            self.record.best_correct = correct if correct is not None and len(correct) == self.full_size else None
+            if self.keep == "best":
+                self.record.best_weights = trainable_state(self.model)
 
     def restore_best(self) -> None:
         if self.record.best_weights is not None:

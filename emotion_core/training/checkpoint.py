@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -48,10 +49,12 @@ def restore(directory: str | os.PathLike) -> tuple[Path | None, TrainingRecord]:
         return None, TrainingRecord()
     progress = json.loads((folder / PROGRESS).read_text())
     best = folder / BEST_WEIGHTS
+    correct = progress.get("best_correct")
     return folder, TrainingRecord(
         evaluations=[Evaluation(**e) for e in progress.get("evaluations", [])],
         best_accuracy=progress.get("best", -1.0),
         best_weights=load_state(best) if best.is_file() else None,
+        best_correct=np.array(correct, dtype=bool) if correct is not None else None,
     )
 
 
@@ -81,7 +84,9 @@ class CheckpointCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if self.record.best_weights is not None:
             save_state(self.record.best_weights, folder / BEST_WEIGHTS)
-        progress = {"evaluations": [asdict(e) for e in self.record.evaluations], "best": self.record.best_accuracy}
+        correct = self.record.best_correct
+        progress = {"evaluations": [asdict(e) for e in self.record.evaluations], "best": self.record.best_accuracy,
+                    "best_correct": correct.astype(int).tolist() if correct is not None else None}
         staging = folder / (PROGRESS + ".tmp")
         staging.write_text(json.dumps(progress))
         os.replace(staging, folder / PROGRESS)  # the checkpoint is complete from here on

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emotion_core import variants
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -23,26 +26,28 @@ class TrainConfig:
     epochs: float = 3.0
     batch_size: int = 32
     eval_batch_size: int | None = None  # None: 4 x batch_size on a GPU (evaluation holds no gradients), 2 x on a CPU
-    # Validation evaluations per epoch, each one a point a pruner can act on. 3 rather than 2: a pruned trial stops a
-    # third of an epoch in. Bench pruning part, 12 trials, seeds 0/1/2, steps run against the unpruned study: SmolLM2-135M
-    # head 0.35/0.70/0.56 (2: 0.52/0.72/0.58; best kept, except 0.4 pt lost on seed 0), tiny GPT-2 LoRA 0.33/0.56/0.49
-    # (2: 0.45/0.72/0.53; best kept). 4 lost 0.6 pt on SmolLM2 seed 0 and saved no more.
+    # Validation evaluations per epoch, each one a point a pruner can act on: with 3 a pruned trial stops a third of an
+    # epoch in, and more saved no more steps on the bench (docs/speed.md).
     evals_per_epoch: int = 3
+    # Which evaluation the run keeps and reports: "best", the best of all (each on the whole validation split), with its
+    # weights; or "last", one evaluation on the whole split at the end, the evaluations before it on a seeded subset of
+    # pruning_eval_size sentences (cheaper, and not the maximum of several noisy numbers).
+    keep: str = "best"
+    pruning_eval_size: int | None = None
     seed: int = 0
     feature_cache: bool = True  # head variant: train on the frozen base's pooled features (emotion_core.features)
     compile: bool = False  # torch.compile the model (the compiled code is reused by later runs in the process)
     precision: str = "auto"  # auto | bf16 | fp32: frozen weights and autocast in bf16 where the machine has it natively
     verbose: bool = False  # show the Trainer's own progress bar and logs
+    run_name: str | None = None  # what a tracker calls the run (the Trainer's run_name)
 
     def __post_init__(self) -> None:
         self.params()  # an unknown variant or parameter fails here, not an hour later
-
-    @property
-    def spec(self) -> variants.Variant:
-        return variants.get(self.variant)
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', not {self.keep!r}")
 
     def params(self) -> variants.VariantParams:
-        return self.spec.params(self.variant_params)
+        return variants.get(self.variant).params(self.variant_params)
 
     def resolved_eval_batch_size(self) -> int:
         from emotion_core.precision import use_gpu
@@ -93,6 +98,9 @@ class Result:
     weights_mib: float | None = None  # the model's weights and buffers (get_memory_footprint): 4-bit for qlora
     resumed_from_step: int = 0  # the checkpoint step this run continued from (0: from the start)
     peak_memory_note: str | None = None  # why peak_memory_mib is None
+    # Per validation sentence, in the split's order: whether the evaluation behind val_accuracy got it right (paired
+    # comparisons between runs); None when that evaluation did not cover the whole split.
+    val_correct: np.ndarray | None = None
 
     @property
     def epoch_val_accuracy(self) -> list[float]:

@@ -12,21 +12,23 @@ import gc
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from emotion_core import variants
 from emotion_core.cache import ModelCache, build_model
 from emotion_core.data import TokenizedSplits, padding_collator
 from emotion_core.features import feature_splits
 from emotion_core.memory import MIB, PeakMemory
-from emotion_core.metrics import classification_metrics, predictions_from_logits, trainer_accuracy
+from emotion_core.metrics import classification_metrics, predictions_from_logits
 from emotion_core.models import count_parameters
 from emotion_core.precision import use_gpu
 from emotion_core.training import checkpoint
-from emotion_core.training.callbacks import OnEval, OnPredict, OnStep, StepHook, Stopper, Tracker, evaluation_steps
+from emotion_core.training.callbacks import Accuracy, OnEval, OnPredict, OnStep, StepHook, Stopper, Tracker, evaluation_steps
 from emotion_core.training.config import Result, TrainConfig
 from emotion_core.training.sampler import trainer_class
 
@@ -49,7 +51,7 @@ def prepare(config: TrainConfig, data: TokenizedSplits, tokenizer, cache: ModelC
     from transformers import default_data_collator
 
     started = time.perf_counter()
-    variant = config.spec
+    variant = variants.get(config.variant)
     params = config.params()
     features = None
     if variant.trains_on_features and config.feature_cache:
@@ -81,7 +83,8 @@ def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool, compil
         eval_strategy="no",
         logging_strategy="no",
         save_strategy="no",
-        report_to="none",
+        report_to="none",  # trackers come as callbacks of their own (train's ``callbacks``)
+        run_name=config.run_name,
         seed=config.seed,
         bf16=bf16,
         use_cpu=not use_gpu(),
@@ -118,24 +121,40 @@ def _allow_recompiles() -> None:
 
 @dataclass
 class Callbacks:
-    """A run's callbacks, and where it resumes from (a checkpoint folder, or None)."""
+    """A run's callbacks, where it resumes from (a checkpoint folder, or None), and what it evaluates on."""
 
     tracker: Tracker
     stopper: Stopper
     all: list
     resume: str | None
     resumed_from_step: int
+    during: object  # the validation rows evaluated during training: the whole split, or the pruner's subset
+    final: object | None  # with keep="last": the whole split, evaluated once after training
 
 
-def _callbacks(config: TrainConfig, prepared: Prepared, on_eval: OnEval | None, on_step: OnStep | None,
-               on_predict: OnPredict | None, checkpoint_dir, on_checkpoint: Callable[[Path], None] | None) -> Callbacks:
+def pruning_subset(n: int, size: int | None) -> list[int] | None:
+    """The validation rows the evaluations during training use: a seeded ``size`` of ``n``, in the split's order (it
+    is sorted by length, for little padding); None for all of them. The same rows for every run of the same data."""
+    if size is None or size >= n:
+        return None
+    return sorted(int(i) for i in np.random.default_rng(0).choice(n, size=size, replace=False))
+
+
+def _callbacks(config: TrainConfig, prepared: Prepared, on_eval: OnEval | None, on_step: OnStep | None, on_predict: OnPredict | None,
+               checkpoint_dir, on_checkpoint: Callable[[Path], None] | None, extra: Sequence = ()) -> Callbacks:
+    validation = prepared.splits.validation
     eval_at = evaluation_steps(len(prepared.splits.train), config)
+    if config.keep == "last":  # the last evaluation comes after training, on the whole split
+        eval_at -= {max(eval_at)}
+    rows = pruning_subset(len(validation), config.pruning_eval_size) if config.keep == "last" else None
     resume, record = checkpoint.restore(checkpoint_dir) if checkpoint_dir is not None else (None, None)
-    tracker = Tracker(prepared.model, eval_at, record)
+    tracker = Tracker(prepared.model, eval_at, Accuracy(), len(validation), config.keep, record)
     stopper = Stopper(tracker.record, on_eval)
-    extra = [checkpoint.CheckpointCallback(eval_at, tracker.record, on_checkpoint)] if checkpoint_dir is not None else []
-    extra += [StepHook(on_step, on_predict)] if on_step is not None or on_predict is not None else []
-    return Callbacks(tracker, stopper, [tracker, stopper, *extra], str(resume) if resume else None, checkpoint.step_of(resume) if resume else 0)
+    more = [checkpoint.CheckpointCallback(eval_at, tracker.record, on_checkpoint)] if checkpoint_dir is not None else []
+    more += [StepHook(on_step, on_predict)] if on_step is not None or on_predict is not None else []
+    return Callbacks(tracker, stopper, [tracker, stopper, *more, *extra], str(resume) if resume else None,
+                     checkpoint.step_of(resume) if resume else 0, validation.select(rows) if rows is not None else validation,
+                     validation if config.keep == "last" else None)
 
 
 def _trainer(config: TrainConfig, prepared: Prepared, callbacks: Callbacks, output_dir: str):
@@ -147,11 +166,11 @@ def _trainer(config: TrainConfig, prepared: Prepared, callbacks: Callbacks, outp
     trainer = trainer_class()(
         model=prepared.model,
         # The head on cached features autocasts too: its Linear then computes as it does on top of the model.
-        args=_training_arguments(config, output_dir, config.spec.autocast_bf16(config.model, config.precision), compile_model),
+        args=_training_arguments(config, output_dir, variants.get(config.variant).autocast_bf16(config.model, config.precision), compile_model),
         train_dataset=prepared.splits.train,
-        eval_dataset=prepared.splits.validation,
+        eval_dataset=callbacks.during,
         data_collator=_without_length(prepared.collate),
-        compute_metrics=trainer_accuracy,
+        compute_metrics=callbacks.tracker.metric,
         callbacks=callbacks.all,
     )
     if not config.verbose:
@@ -178,6 +197,7 @@ def train(
     save_to: str | os.PathLike | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    callbacks: Sequence = (),
 ) -> Result:
     """Train ``config`` on ``data.train``, selecting on ``data.validation``.
 
@@ -186,28 +206,31 @@ def train(
     displays). ``cache`` keeps the loaded base and the head's features for later runs (without one, nothing is kept).
     With ``evaluate_test`` the kept weights are evaluated once on ``data.test``; with ``save_to`` the variant saves them
     there. With ``checkpoint_dir`` a checkpoint is kept there at each evaluation (and ``on_checkpoint`` told its folder),
-    and a run that finds one continues from it. Model and GPU memory are freed before returning or raising.
+    and a run that finds one continues from it. ``callbacks`` are more Trainer callbacks (a tracker's). Model and GPU
+    memory are freed before returning or raising.
     """
     from transformers import set_seed
 
     set_seed(config.seed)
-    prepared = callbacks = trainer = None
+    prepared = run = trainer = None
     try:
         prepared = prepare(config, data, tokenizer, cache or ModelCache(), with_test=evaluate_test)
-        callbacks = _callbacks(config, prepared, on_eval, on_step, on_predict, checkpoint_dir, on_checkpoint)
+        run = _callbacks(config, prepared, on_eval, on_step, on_predict, checkpoint_dir, on_checkpoint, callbacks)
         with tempfile.TemporaryDirectory(prefix="emotion-train-") as scratch:
-            trainer = _trainer(config, prepared, callbacks, str(checkpoint_dir or scratch))
+            trainer = _trainer(config, prepared, run, str(checkpoint_dir or scratch))
             with PeakMemory() as memory:
                 started = time.perf_counter()
-                trainer.train(resume_from_checkpoint=callbacks.resume)
+                trainer.train(resume_from_checkpoint=run.resume)
+                if run.final is not None and not (run.stopper.stopped_early or run.stopper.diverged):
+                    trainer.evaluate(eval_dataset=run.final)
                 train_seconds = time.perf_counter() - started
-            callbacks.tracker.restore_best()
-            test, test_predictions = _test_metrics(trainer, prepared, data.labels) if evaluate_test and not callbacks.stopper.diverged else (None, None)
-            saved_to = str(config.spec.save(prepared.model, save_to)) if save_to is not None else None
-        trained_steps = trainer.state.global_step - callbacks.resumed_from_step
+            run.tracker.restore_best()
+            test, test_predictions = _test_metrics(trainer, prepared, data.labels) if evaluate_test and not run.stopper.diverged else (None, None)
+            saved_to = str(variants.get(config.variant).save(prepared.model, save_to)) if save_to is not None else None
+        trained_steps = trainer.state.global_step - run.resumed_from_step
         return Result(
-            val_accuracy=max(callbacks.tracker.record.best_accuracy, 0.0),
-            evaluations=callbacks.tracker.record.evaluations,
+            val_accuracy=max(run.tracker.record.best_accuracy, 0.0),
+            evaluations=run.tracker.record.evaluations,
             trainable_params=prepared.trainable_params,
             total_params=prepared.total_params,
             peak_memory_mib=memory.peak_mib,
@@ -219,16 +242,17 @@ def train(
             n_train=len(data.train),
             n_validation=len(data.validation),
             setup_seconds=prepared.seconds,
-            stopped_early=callbacks.stopper.stopped_early,
-            diverged=callbacks.stopper.diverged,
+            stopped_early=run.stopper.stopped_early,
+            diverged=run.stopper.diverged,
             test=test,
             test_predictions=test_predictions,
             saved_to=saved_to,
             weights_mib=prepared.weights_mib,
-            resumed_from_step=callbacks.resumed_from_step,
+            resumed_from_step=run.resumed_from_step,
+            val_correct=run.tracker.record.best_correct,
         )
     finally:
-        del prepared, callbacks, trainer
+        del prepared, run, trainer
         release_memory()
 
 

@@ -94,7 +94,7 @@ class Variant:
             raise ValueError(f"variant {self.name!r} takes {', '.join(sorted(known)) or 'no parameters'}; not {', '.join(unknown)}")
         return self.Params(**values)
 
-    def own(self, values: Mapping[str, Any]) -> dict[str, Any]:
+    def params_of(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Those of ``values`` (a trial's flat params) that are this variant's."""
         known = {f.name for f in dataclasses.fields(self.Params)}
         return {k: v for k, v in values.items() if k in known}

@@ -8,6 +8,7 @@ pass (a lost or refused connection) for up to RETRY_FOR_S seconds, and raises an
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -16,8 +17,10 @@ from typing import Any
 
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from sqlalchemy.exc import DBAPIError, OperationalError
+
+from study import _optuna
+from study._optuna import Heartbeat
 
 RETRY_FOR_S = float(os.environ.get("EMOTION_STUDY_STORAGE_RETRY_S", "300"))
 BACKOFF_S = (0.5, 10.0)  # first and longest wait between attempts
@@ -34,7 +37,19 @@ def transient(error: BaseException) -> bool:
     return False
 
 
-class _Retrying(BaseStorage, BaseHeartbeat):
+class _Retried:
+    """A storage method that calls the inner storage's method of the same name through RetryingStorage._call."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, storage: RetryingStorage | None, owner: type | None = None):
+        return self if storage is None else functools.partial(storage._call, self.name)
+
+
+class RetryingStorage(BaseStorage, Heartbeat):
+    """``inner`` (an Optuna storage), with its calls retried through outages. Heartbeat calls too, so that Optuna's
+    heartbeat thread keeps beating once the database is back instead of dying with the first failed write."""
 
     def __init__(self, inner: BaseStorage, retry_for_s: float = RETRY_FOR_S, log=None):
         self.inner = inner
@@ -43,8 +58,47 @@ class _Retrying(BaseStorage, BaseHeartbeat):
         self._lock = threading.Lock()
         self._down_since: float | None = None
 
+    # Optuna's storage interface (BaseStorage), public methods only.
+    create_new_study = _Retried()
+    delete_study = _Retried()
+    set_study_user_attr = _Retried()
+    set_study_system_attr = _Retried()
+    get_study_id_from_name = _Retried()
+    get_study_name_from_id = _Retried()
+    get_study_directions = _Retried()
+    get_study_user_attrs = _Retried()
+    get_study_system_attrs = _Retried()
+    get_all_studies = _Retried()
+    create_new_trial = _Retried()
+    set_trial_param = _Retried()
+    get_trial_id_from_study_id_trial_number = _Retried()
+    get_trial_number_from_id = _Retried()
+    get_trial_param = _Retried()
+    set_trial_state_values = _Retried()
+    set_trial_intermediate_value = _Retried()
+    set_trial_user_attr = _Retried()
+    set_trial_system_attr = _Retried()
+    get_trial = _Retried()
+    get_all_trials = _Retried()
+    get_n_trials = _Retried()
+    get_best_trial = _Retried()
+    get_trial_params = _Retried()
+    get_trial_user_attrs = _Retried()
+    get_trial_system_attrs = _Retried()
+    remove_session = _Retried()
+    check_trial_is_updatable = _Retried()
+    # Its heartbeat interface.
+    record_heartbeat = _Retried()
+    get_heartbeat_interval = _Retried()
+    get_heartbeat_stale_trial_callback = _Retried()
+
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        return self._retried(_optuna.stale_trial_ids, "stale_trial_ids", self.inner, study_id)
+
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        method = getattr(self.inner, name)
+        return self._retried(getattr(self.inner, name), name, *args, **kwargs)
+
+    def _retried(self, method, name: str, *args: Any, **kwargs: Any) -> Any:
         deadline = None
         wait = BACKOFF_S[0]
         while True:
@@ -88,20 +142,3 @@ class _Retrying(BaseStorage, BaseHeartbeat):
 
     def __getattr__(self, name: str) -> Any:  # anything else the inner storage has (engine, url, ...)
         return getattr(self.inner, name)
-
-
-def _delegate(name: str):
-    def method(self, *args, **kwargs):
-        return self._call(name, *args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name  # not functools.wraps: it would copy __isabstractmethod__ too
-    return method
-
-
-# Every method of Optuna's storage and heartbeat interfaces, the private stale-trial query too (fail_stale_trials calls it).
-_METHODS = sorted({n for base in (BaseStorage, BaseHeartbeat) for n, v in vars(base).items() if callable(v) and not n.startswith("__")})
-RetryingStorage = type("RetryingStorage", (_Retrying,), {
-    "__doc__": """``inner`` (an Optuna storage), with its calls retried through outages. Heartbeat calls too, so that Optuna's
-    heartbeat thread keeps beating once the database is back instead of dying with the first failed write.""",
-    **{name: _delegate(name) for name in _METHODS},
-})

@@ -2,7 +2,7 @@
 memory), the final model's confusion matrix, and compare's bar chart. PNG through matplotlib's Agg backend.
 
 The optimization history, the intermediate values and the Pareto front are drawn here from the stored trials, PNG
-only (their earlier HTML versions, Optuna's plotly plots, are gone): Optuna's versions leave out pruned trials, count
+only (not Optuna's plotly plots): Optuna's versions leave out pruned trials, count
 in optimizer steps, put one legend entry per trial and call the front "Best Trial". The param importances stay
 Optuna's plot with our axis labels, and also HTML where plotly is installed. Each ``*_figure`` function returns the
 figure (or None when there is nothing to draw) so that tests can read what it shows; ``save_plots`` saves and closes.
@@ -20,8 +20,9 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from study.progress import format_mib
-from study.studies import FINISHED, pareto_study
+from study import records
+from study._show.text import format_mib
+from study._studies import FINISHED, pareto_study
 
 ACCURACY = "validation accuracy"
 MEMORY = "peak training memory (MiB)"
@@ -146,7 +147,7 @@ def importances_figure(study: optuna.Study):
 def pareto_figure(study: optuna.Study):
     """Validation accuracy against peak training memory for each completed trial that measured memory; the front
     (no other trial is both more accurate and lighter) joined and labelled with trial numbers."""
-    view = pareto_study(study)
+    view, originals = pareto_study(study)
     complete = view.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None
@@ -161,9 +162,8 @@ def pareto_figure(study: optuna.Study):
               label="Pareto front", zorder=3)
     middle = (min(t.values[0] for t in complete) + max(t.values[0] for t in complete)) / 2
     for trial in front:
-        # The number study.final --trial takes (a single-objective study's view keeps it as the user attr "trial").
-        number = trial.user_attrs.get("trial", trial.number)
-        variant = trial.user_attrs.get("variant")
+        original = originals[trial.number]  # its number is the one final --trial takes
+        number, variant = original.number, records.TrialStart.read(original).variant
         right = trial.values[0] <= middle  # a label goes toward the middle, so that it stays inside the axes
         axes.annotate(f"#{number}" + (f" {variant}" if variant else ""), (trial.values[0], trial.values[1]), fontsize=8,
                       textcoords="offset points", xytext=(6 if right else -6, -10), ha="left" if right else "right")

@@ -1,4 +1,5 @@
-"""What study.run shows while it works: a bar over trials (on a terminal), a line per finished trial and per epoch."""
+"""What run shows while it works: a bar over trials (on a terminal), a line per finished trial and per epoch; and
+what final and compare show while they retrain."""
 
 from __future__ import annotations
 
@@ -11,25 +12,16 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from emotion_core.training import Evaluation
-
-# A failed trial is one of these when its fail_reason says so (study.liveness, study.trials): it was retried, not lost.
-FAIL_KINDS = {"interrupted": "interrupted (Ctrl-C", "died": "taken for dead", "surplus": "not needed"}
-
-
-def outcome(trial: optuna.trial.FrozenTrial) -> str:
-    """complete, pruned, failed, running, waiting; or interrupted / died (retried elsewhere) / surplus for a failed trial."""
-    if trial.state != TrialState.FAIL:
-        return trial.state.name.lower()
-    reason = str(trial.user_attrs.get("fail_reason", ""))
-    return next((kind for kind, mark in FAIL_KINDS.items() if mark in reason), "failed")
+from study import records
+from study._show.text import format_mib, params_text
+from study.records import Outcome
 
 
-def state_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials per outcome (see outcome), in a fixed order; outcomes without trials are left out. Trials that were
-    interrupted or whose process died are counted apart from failed ones: they were retried."""
-    counts = Counter(outcome(trial) for trial in study.get_trials(deepcopy=False))
-    order = ("complete", "pruned", "failed", "interrupted", "died", "surplus", "running", "waiting")
-    return {kind: int(counts[kind]) for kind in order if kind in counts}
+def outcome_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials per outcome (records.Outcome), in the enum's order; outcomes without trials are left out. Interrupted
+    trials and those whose process died are counted apart from failed ones: they were retried."""
+    counts = Counter(records.outcome(trial) for trial in study.get_trials(deepcopy=False))
+    return {kind.value: int(counts[kind]) for kind in Outcome if counts[kind]}
 
 
 def best_text(study: optuna.Study) -> str:
@@ -43,33 +35,21 @@ def best_text(study: optuna.Study) -> str:
         return "best=-"
 
 
-def values_text(trial: optuna.trial.FrozenTrial) -> str:
-    """The trial's value, and what it is: the best of its evaluations (a pruned trial's: its last)."""
+def values_text(trial: optuna.trial.FrozenTrial, evaluation: str = "subset") -> str:
+    """The trial's value, and what it is: with the ``full`` evaluation scheme the best of its evaluations, with
+    ``subset`` its last, on the whole split (a pruned trial's: its last report)."""
     if trial.values is None:
         return "val_acc=-"
     evaluations = len(trial.intermediate_values)
-    which = "last of" if trial.state == TrialState.PRUNED else "best of"
+    which = "last of" if trial.state == TrialState.PRUNED or evaluation == "subset" else "best of"
     text = f"val_acc={trial.values[0]:.4f}" + (f" ({which} {evaluations} evals)" if evaluations else "")
     return text + (f" mem={format_mib(trial.values[1])}MiB" if len(trial.values) > 1 else "")
 
 
-def format_mib(value: float | None) -> str:
-    """A memory figure for people: whole MiB from 100 on, else three significant digits (a head's 0.146, not 0)."""
-    if value is None:
-        return "-"
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def interval_text(interval: dict, key: str = "test_accuracy") -> str:
-    """0.6370 ± 0.0120 (95% interval 0.6155-0.6580), or without ± for one seed."""
-    low, high = interval[f"{key}_ci95"]
-    spread = f" ± {interval[f'{key}_std']:.4f}" if len(interval["test_accuracy_per_seed"]) > 1 else ""
-    return f"{interval[key]:.4f}{spread} (95% interval {low:.4f}-{high:.4f})"
 
 
-def params_text(params: dict) -> str:
-    """Parameters for a line: three significant digits are enough to tell trials apart."""
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 class Progress:
@@ -80,13 +60,14 @@ class Progress:
     with ``bar=False``, for worker processes whose output interleaves.
     """
 
-    def __init__(self, study: optuna.Study, total: int, *, file=None, bar: bool = True, every_s: float = 30.0):
+    def __init__(self, study: optuna.Study, total: int, *, file=None, bar: bool = True, every_s: float = 30.0, evaluation: str = "subset"):
         self.total = total
+        self.evaluation = evaluation  # what a trial's value is (values_text)
         self.file = file or sys.stdout
         self.every_s = every_s
         self._name = study.study_name
         self._said = time.monotonic()
-        finished = self._finished(state_counts(study))
+        finished = self._finished(outcome_counts(study))
         self._initial = finished
         self._started = time.monotonic()
         # disable=None: tqdm turns itself off when stderr is not a terminal.
@@ -97,7 +78,7 @@ class Progress:
 
     @staticmethod
     def _finished(counts: dict[str, int]) -> int:
-        return counts.get("complete", 0) + counts.get("pruned", 0)
+        return sum(counts.get(kind.value, 0) for kind in (Outcome.COMPLETE, Outcome.PRUNED, Outcome.DIVERGED))
 
     def write(self, line: str) -> None:
         """A line above the bar (or a plain line without one)."""
@@ -105,9 +86,9 @@ class Progress:
         self.file.flush()
 
     def _postfix(self, study: optuna.Study) -> str:
-        counts = state_counts(study)
-        retried = "".join(f" {kind}={counts[kind]}" for kind in ("interrupted", "died") if counts.get(kind))
-        text = (f"complete={counts.get('complete', 0)} pruned={counts.get('pruned', 0)} failed={counts.get('failed', 0)}{retried} "
+        counts = outcome_counts(study)
+        more = "".join(f" {kind}={counts[kind]}" for kind in ("diverged", "interrupted", "died") if counts.get(kind))
+        text = (f"complete={counts.get('complete', 0)} pruned={counts.get('pruned', 0)} failed={counts.get('failed', 0)}{more} "
                 f"{best_text(study)}")
         self.bar.set_postfix_str(text, refresh=False)
         return text
@@ -142,10 +123,11 @@ class Progress:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         postfix = self._postfix(study)
-        finished = self._finished(state_counts(study))
+        finished = self._finished(outcome_counts(study))
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        reason = trial.user_attrs.get("fail_reason", "")
-        line = f"trial {trial.number:>3} {outcome(trial).upper():<8} {values_text(trial)} {seconds:6.1f}s {params_text(trial.params)}"
+        reason = records.fail_reason(trial)
+        kind = records.outcome(trial).value.upper() + (" (baseline)" if records.TrialStart.read(trial).baseline else "")
+        line = f"trial {trial.number:>3} {kind:<8} {values_text(trial, self.evaluation)} {seconds:6.1f}s {params_text(trial.params)}"
         if reason:
             line += f" ({reason})"
         if self.bar.disable:  # no bar to carry the counts: the line does
@@ -202,6 +184,11 @@ class RunProgress:
         elif (self._trained and batch == 1) or now - self._said >= self.every_s:
             self._said = now
             self._line(text)
+
+    def on_test(self, batch: int, batches: int) -> None:
+        """A batch of the test pass (minutes on a CPU: its start is said at once)."""
+        self._trained = True
+        self.on_predict(batch, batches)
 
     def _line(self, text: str) -> None:
         tqdm.write(f"  {self.label}: {text}", file=self.file)

@@ -1,4 +1,4 @@
-"""--workers K: K processes on this machine sharing one study, each running the trial loop (study.trials); one GPU
+"""--workers K: K processes on this machine sharing one study, each running the trial loop (study._trials.loop); one GPU
 each where there are several."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import time
 from contextlib import contextmanager
 
 import optuna
+from optuna.storages import BaseStorage
 
+from study._trials.loop import POLL_S, SIGNALS, TrialsKeepFailing, run_trials, stop_on_first_signal
 from study.settings import StudySettings
-from study.trials import POLL_S, SIGNALS, TrialsKeepFailing, run_trials, stop_on_first_signal
 
 
 def visible_gpus() -> list[str]:
@@ -27,13 +28,13 @@ def visible_gpus() -> list[str]:
 
 
 def process_context(gpu: bool) -> multiprocessing.context.BaseContext:
-    """How to start fresh processes: forked from a server that has imported the libraries once (study.preload),
+    """How to start fresh processes: forked from a server that has imported the libraries once (study._preload),
     instead of each process importing them; on a GPU spawned, since the preloaded imports start CUDA (peft imports bitsandbytes),
     which a forked child cannot use."""
     if gpu:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["study.preload"])
+    context.set_forkserver_preload(["study._preload"])
     return context
 
 
@@ -68,17 +69,29 @@ def _stop_with_command(command_pid: int) -> None:
     threading.Thread(target=watch, name="stop-with-command", daemon=True).start()
 
 
+def work(storage: BaseStorage, study: optuna.Study, settings: StudySettings, data, tokenizer, progress, deadline: float | None) -> str | None:
+    """Run the study's trials in this process (study._trials.loop) until it holds its total or the stop rule stops it;
+    returns the stop rule's reason, if it did."""
+    from emotion_core.cache import ModelCache
+    from study._backends.artifacts import open_store
+    from study._evidence import patience_rule
+    from study._trackers import trial_trackers
+    from study._trials.objective import Objective
+
+    objective = Objective(settings, data, tokenizer, storage, progress, ModelCache(freeze_gc=True), open_store(settings.artifact_location),
+                          trackers=trial_trackers(settings, study.study_name))
+    return run_trials(storage, study, objective, settings.trials, [progress] if progress is not None else [], deadline,
+                      stop_rule=patience_rule(settings.patience))
+
+
 def worker_process(settings: StudySettings, index: int, deadline: float | None, command_pid: int) -> None:
     """Entry point of a worker process: open the study and run trials (exit code 130 after Ctrl-C, 1 on failure)."""
     _stop_with_command(command_pid)
-    from emotion_core.cache import ModelCache
-    from study.artifacts import open_store
-    from study.cli import configure_logging
-    from study.inputs import prepare_data
-    from study.objective import Objective
-    from study.progress import Progress
-    from study.sampling import make_pruner, make_sampler
-    from study.storage import open_storage
+    from study._backends import open_storage
+    from study._command import configure_logging
+    from study._inputs import prepare_data
+    from study._show.progress import Progress
+    from study._trials.sampling import make_pruner, make_sampler
 
     configure_logging(settings.verbose)
     import torch
@@ -90,9 +103,7 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None, 
     study.sampler = make_sampler(settings)
     tokenizer, data = prepare_data(settings)
     try:
-        progress = Progress(study, settings.trials, bar=False)  # the workers' lines interleave: no bars
-        objective = Objective(settings, data, tokenizer, progress, ModelCache(freeze_gc=True), open_store(settings.artifact_location))
-        run_trials(study, objective, settings, [progress], deadline)
+        work(storage, study, settings, data, tokenizer, Progress(study, settings.trials, bar=False), deadline)  # interleaved lines: no bars
     except KeyboardInterrupt:
         sys.exit(130)
     except TrialsKeepFailing as error:

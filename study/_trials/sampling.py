@@ -60,13 +60,10 @@ def make_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
     if settings.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner()
     if settings.pruner == "halving":
-        # Successive halving keeps the best quarter at each rung. It saved the most steps on the bench, but on a real model
-        # it pruned the trial that would have been best (see the median below).
+        # Successive halving keeps the best quarter at each rung: the most steps saved, and the most risk of pruning the
+        # trial that would have been best (docs/speed.md).
         return optuna.pruners.SuccessiveHalvingPruner()
     # The default. Pruning waits for 5 completed trials, and a step needs 5 reports before it can prune: so a study keeps
-    # enough completed trials for TPE and the importances, with several workers too (they count completed trials).
-    # 30 seeded head trials on SmolLM2-135M (2000 sentences, 500 to validate, 3 epochs), completed / steps against the
-    # unpruned study / best val accuracy: 5 and 5 at the start: 11 / 0.44 / 0.494; the former 2 and 1: 3 / 0.23 / 0.490
-    # (a real 30-trial LoRA study on the same budget had 4 of 21 completed with it); unpruned: 30 / 1.00 / 0.498.
-    # Optuna's PercentilePruner(25), which keeps the top quarter, completed 7. Each trial reports three times per epoch.
+    # enough completed trials for TPE and the importances, with several workers too (they count completed trials);
+    # docs/speed.md has the bench's numbers behind it. Each trial reports three times per epoch.
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0, n_min_trials=5)

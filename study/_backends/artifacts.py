@@ -2,9 +2,8 @@
 the final model, its report and plots. The store is a folder (a shared filesystem, or a local one by default) or
 ``s3://bucket/prefix`` (Optuna's Boto3ArtifactStore: any S3-compatible endpoint through the usual AWS variables).
 
-The database says where things are: a trial's user attr ``checkpoint`` names its newest checkpoint (a retry inherits
-it with the trial's other attrs), and the study's user attrs name the final model's files (``final``) and the store
-itself (``artifact_store``). Files the dashboard shows (report, plots, the final weights) are uploaded with Optuna's
+The database says where things are (study.records): a trial's Checkpoint record names its newest checkpoint (a retry
+inherits it), and the study's FinalRecord and StudyRecord name the final model's files and the store itself. Files the dashboard shows (report, plots, the final weights) are uploaded with Optuna's
 ``upload_artifact``, so they are listed with the study; checkpoints are written under ids of our own, since they
 come and go.
 """
@@ -13,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 import warnings
 from pathlib import Path
@@ -22,9 +22,8 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from study.errors import UsageError
-
-CHECKPOINT_ATTR = "checkpoint"
+from study import records
+from study._errors import UsageError
 
 
 class PrefixedStore:
@@ -88,40 +87,48 @@ def _remove(store, artifact_id: str) -> None:
 
 class Checkpoints:
     """A study's trial checkpoints in the artifact store: written after each local save, found again by a retry on any
-    machine, removed once the trial (or its retry) is done."""
+    machine, removed once the trial (or its retry) is done. Their ids hold the study's storage id, not its name, which
+    may hold anything."""
 
-    def __init__(self, store, study: optuna.Study):
+    def __init__(self, store, study_id: int):
         self.store = store
-        self.study = study
-        self.prefix = f"checkpoints-study{study._study_id}"
+        self.prefix = f"checkpoints-study{study_id}"
 
     def _id(self, number: int, folder: str) -> str:
         return f"{self.prefix}-trial{number}-{folder}.tar"
 
     def save(self, trial: optuna.Trial, folder: Path) -> None:
         """Upload the checkpoint ``folder`` (checkpoint-<step>) of ``trial``, point the trial at it, drop the older one."""
-        previous = trial.user_attrs.get(CHECKPOINT_ATTR)
+        previous = records.Checkpoint.read(trial)
         artifact_id = self._id(trial.number, folder.name)
         self.store.write(artifact_id, _tar(folder))
-        trial.set_user_attr(CHECKPOINT_ATTR, {"artifact_id": artifact_id, "folder": folder.name, "trial": trial.number})
-        if previous and previous.get("artifact_id") != artifact_id:
-            _remove(self.store, previous["artifact_id"])
+        records.Checkpoint(artifact_id=artifact_id, folder=folder.name, trial=trial.number).write(trial)
+        if previous and previous.artifact_id != artifact_id:
+            _remove(self.store, previous.artifact_id)
 
-    def fetch(self, trial: optuna.trial.FrozenTrial, into: Path) -> int | None:
-        """Put the newest checkpoint that ``trial`` continues (its own, or its retried predecessor's) under ``into``;
-        returns its step, or None when there is none (or the store lost it)."""
-        pointer = trial.user_attrs.get(CHECKPOINT_ATTR)
-        if not pointer:
+    def fetch(self, pointer: records.Checkpoint | None, into: Path) -> int | None:
+        """Put the checkpoint ``pointer`` names (a trial's own, or its retried predecessor's) under ``into``; returns
+        its step, or None when there is none or the store lost it. An archive that cannot be read raises
+        tarfile.TarError, with whatever it extracted removed."""
+        if pointer is None:
             return None
         try:
-            with self.store.open_reader(pointer["artifact_id"]) as reader:
+            with self.store.open_reader(pointer.artifact_id) as reader:
                 data = io.BytesIO(reader.read())
         except (ArtifactNotFound, FileNotFoundError):
             return None
         into.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=data) as tar:
-            tar.extractall(into, filter="data")
-        return int(pointer["folder"].rsplit("-", 1)[1])
+        try:
+            with tarfile.open(fileobj=data) as tar:
+                tar.extractall(into, filter="data")
+        except (tarfile.TarError, EOFError, OSError):
+            shutil.rmtree(into, ignore_errors=True)
+            raise
+        return pointer.step
+
+    def discard(self, pointer: records.Checkpoint) -> None:
+        """Drop a checkpoint that cannot be used (its archive is broken)."""
+        _remove(self.store, pointer.artifact_id)
 
     def remove(self, numbers: list[int], steps: set[int]) -> None:
         """The trial is done: drop every checkpoint that it and the trials it continued could have written (at each
@@ -155,8 +162,8 @@ def dashboard_command(storage_url: str, location: str, home: Path) -> str:
     """The optuna-dashboard command that serves the storage's studies with their artifacts. For an S3 store it writes
     <home>/dashboard.toml, since the dashboard takes a bucket only from a config file (and reads at the bucket's root:
     an s3://bucket/prefix store's files are listed, not served)."""
-    from study.storage import with_installed_driver
-    from study.urls import mask_url
+    from study._backends import with_installed_driver
+    from study._urls import mask_url
 
     storage = mask_url(with_installed_driver(storage_url))  # the dashboard takes a bare postgresql:// as psycopg 3's
     if is_folder(location):

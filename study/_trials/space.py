@@ -23,3 +23,17 @@ def suggest(trial: variants.Trial, settings: StudySettings) -> dict[str, Any]:
     params.update(variants.suggest(OPTIMIZER_SPACE, trial))
     params.update(variant.search(trial, settings.fixed_params()))
     return params
+
+
+def baseline_params(settings: StudySettings) -> list[dict[str, Any]]:
+    """Each searched variant's default parameters (learning rate, weight decay and its own), as the trial that a new
+    study enqueues first: what tuning is measured against."""
+    searched = settings.searched_variants()
+    fixed = settings.fixed_params()
+    baselines = []
+    for name in searched:
+        variant = variants.get(name)
+        asked = (set(OPTIMIZER_SPACE) | set(variant.space)) - set(fixed)
+        params = {key: value for key, value in variant.default_params().items() if key in asked}
+        baselines.append({"variant": name, **params} if len(searched) > 1 else params)
+    return baselines

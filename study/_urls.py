@@ -1,5 +1,5 @@
 """Storage URLs: what kind of storage they name, and their passwords, masked wherever a URL is shown and hidden in
-any text this process prints or logs."""
+any text this process prints or logs; and the folder names that a storage and a study name become."""
 
 from __future__ import annotations
 
@@ -69,11 +69,24 @@ def redact(text: str) -> str:
     return text
 
 
+def _slug(text: str, limit: int) -> str:
+    """Letters, digits, ``_``, ``.`` and ``-`` only, never leading or trailing ``.`` or ``-``: no path separator, no
+    ``..``, no NUL."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:limit].strip("-.")
+
+
 def storage_key(url: str) -> str:
     """A folder name for what a storage's studies write, readable and distinct for distinct storages (the same
     study name in two SQLite files, or a SQLite file and a journal, must not share outputs)."""
     path = local_file(url)
     where = str(path.resolve()) if path is not None else mask_url(url)
     readable = path.name if path is not None else re.sub(r"^[^:]+://([^@/]*@)?", "", mask_url(url))
-    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", readable).strip("-.")[:40]
-    return f"{slug}-{hashlib.sha256(where.encode()).hexdigest()[:6]}"
+    return f"{_slug(readable, 40) or 'storage'}-{hashlib.sha256(where.encode()).hexdigest()[:6]}"
+
+
+def safe_name(name: str) -> str:
+    """The folder name for a name that comes from a user or a shared database (a study's): a readable slug plus a
+    short hash of the exact name, so that it stays one folder inside its parent whatever the name holds (``..``,
+    ``/``, an absolute path, NUL, thousands of characters) and two names never share a folder."""
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{_slug(name, 60) or 'study'}-{digest}"

@@ -3,7 +3,7 @@ runs no function): the libraries quieted first, as the command that started it a
 
 import os
 
-from study.cli import QUIET_ENVIRONMENT, quiet_imported_libraries
+from study._command import QUIET_ENVIRONMENT, quiet_imported_libraries
 
 if not os.environ.get("EMOTION_STUDY_VERBOSE"):
     for key, value in QUIET_ENVIRONMENT.items():
@@ -14,6 +14,6 @@ import peft  # noqa: E402, F401 - the slow import (bitsandbytes), once for all w
 import transformers  # noqa: E402, F401
 
 import emotion_core.training.loop  # noqa: E402, F401
-import study.objective  # noqa: E402, F401
+import study._trials.objective  # noqa: E402, F401
 
 quiet_imported_libraries()  # now that transformers is here

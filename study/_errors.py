@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from emotion_core.errors import InputError, first_line
-from study.urls import redact
+from study._urls import redact
 
 LOG_NAME = "errors.log"
 DEFAULT_LOG_FOLDER = Path("storage") / "logs"
@@ -66,11 +66,11 @@ def logged_to(folder: Path, batch_size: int | None = None) -> Iterator[None]:
         raise
 
 
-def report(error: Exception, command: str, argv: list[str] | None, verbose: bool) -> int:
-    """An unexpected error of ``command`` (python -m study.final): one line naming it and its log (the traceback too
-    with --verbose); exit 1."""
+def report(error: Exception, command_line: list[str], verbose: bool) -> int:
+    """An unexpected error of a command (``command_line``: emotion-study final ...): one line naming it and its log
+    (the traceback too with --verbose); exit 1."""
     folder = getattr(error, "emotion_log_folder", DEFAULT_LOG_FOLDER)
-    command = " ".join([command, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(command_line)
     try:
         where = f"traceback in {append_traceback(folder, command, error)}"
     except OSError as log_error:  # a full disk must not hide the error itself

@@ -20,9 +20,9 @@ def fingerprints(settings: StudySettings) -> dict[str, str]:
 
 def prepare_data(settings: StudySettings) -> tuple[object, TokenizedSplits]:
     """Tokenizer and tokenized splits. A missing model or data set fails here, before anything is written."""
-    from emotion_core.data import load_splits, tokenize_splits
+    from emotion_core.data import MAX_LENGTH, load_splits, tokenize_splits
     from emotion_core.models import check_model, load_tokenizer
-    from study.cli import quiet_imported_libraries
+    from study._command import quiet_imported_libraries
 
     quiet_imported_libraries()  # the training libraries are imported now (commands import them after parsing)
     check_model(settings.model)
@@ -30,4 +30,4 @@ def prepare_data(settings: StudySettings) -> tuple[object, TokenizedSplits]:
     splits = load_splits(
         settings.data, max_train_samples=settings.max_train_samples, max_eval_samples=settings.max_eval_samples, seed=settings.seed
     )
-    return tokenizer, tokenize_splits(splits, tokenizer, cache_dir=settings.cache_dir)
+    return tokenizer, tokenize_splits(splits, tokenizer, cache_dir=settings.cache_dir, max_length=settings.max_length or MAX_LENGTH)

@@ -1,4 +1,5 @@
-"""The trial loop of one worker: trials of a shared study until it holds its total, Ctrl-C and SIGTERM handled.
+"""The trial loop of one worker: trials of a shared study until it holds its total (or a stop rule says enough), Ctrl-C
+and SIGTERM handled.
 
 Every worker runs trials until the study holds the requested total of finished trials. It starts a trial (a queued
 one first: a retry, or one enqueued by hand) only while finished + running trials fall short of the total, and a
@@ -16,28 +17,24 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from study.liveness import (
-    INTERRUPTED,
-    WORKER_ATTR,
-    Watcher,
-    fail_and_retry,
-    fail_stale_trials,
-    recover_dead_trials,
-    retry,
-    runs_in_this_process,
-    worker_identity,
-)
-from study.objective import TrialFailed
-from study.settings import StudySettings
-from study.studies import FINISHED
+from study import records
+from study._backends import trial_id
+from study._backends.heartbeat import retry
+from study._errors import describe
+from study._trials.liveness import Watcher, fail_and_retry, fail_stale_trials, recover_dead_trials, runs_in_this_process, worker_identity
+from study._trials.objective import TrialFailed
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 # A worker gives up after this many failed trials in a row: a broken setup should not loop for ever.
 MAX_CONSECUTIVE_FAILURES = 3
 POLL_S = 1.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-NOT_NEEDED = "not needed: the study already had its total of finished and running trials"
+NOT_NEEDED = records.Failure(records.Outcome.SURPLUS, "not needed: the study already had its total of finished and running trials")
+INTERRUPTED = records.Failure(records.Outcome.INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)")
 
 
 class TrialsKeepFailing(RuntimeError):
@@ -95,104 +92,121 @@ def stop_on_first_signal():
             signal.signal(number, action)
 
 
-class _Guarded:
-    """The objective, plus what a shared study needs: this process's name on the trial, and the not-needed check."""
+class WorkerObjective:
+    """The objective, plus what a shared study needs: this process's identity on the trial, the not-needed check, and
+    a reason on every trial that fails, whatever raised."""
 
-    def __init__(self, objective: Callable, total: int):
+    def __init__(self, objective: Callable, total: int, log: Callable[[str, BaseException], None] | None = None):
         self.objective = objective
         self.total = total
+        self.log = log  # where a failure's traceback goes (the study's errors.log)
         self.current: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.current = trial.number
-        trial.set_user_attr(WORKER_ATTR, worker_identity(trial.number))
+        worker_identity(trial.number).write(trial)
         before = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number and t.state != TrialState.FAIL]
         if len(before) >= self.total:
-            trial.set_user_attr("fail_reason", NOT_NEEDED)
-            raise TrialFailed(NOT_NEEDED)
+            NOT_NEEDED.write(trial)
+            raise TrialFailed(NOT_NEEDED.reason)
         try:
             return self.objective(trial)
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", INTERRUPTED)
+            INTERRUPTED.write(trial)
+            raise
+        except (TrialFailed, optuna.TrialPruned, optuna.exceptions.UpdateFinishedTrialError):
+            raise  # recorded already, or not this process's to record
+        except Exception as error:
+            reason = describe(error)
+            if self.log is not None:
+                self.log(f"trial {trial.number} failed: {reason}", error)
+            records.Failure(records.Outcome.FAILED, reason).write(trial)
             raise
 
 
-def _mark_interrupted(study: optuna.Study, current: int | None) -> None:
+def _mark_interrupted(storage: BaseStorage, study: optuna.Study, current: int | None) -> None:
     """After Ctrl-C or SIGTERM: no trial of this process stays RUNNING, and the interrupted one is queued to continue from its
     checkpoint when the command is run again."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)):
         if not runs_in_this_process(trial):
             continue
         if trial.state == TrialState.RUNNING:  # the signal came while Optuna itself was busy with the trial
-            fail_and_retry(study, trial, INTERRUPTED)
-        elif trial.number == current and trial.user_attrs.get("fail_reason") == INTERRUPTED:
-            retry(study, trial)
+            fail_and_retry(storage, study, trial, INTERRUPTED)
+        elif trial.number == current and records.outcome(trial) == records.Outcome.INTERRUPTED:
+            retry(study, trial, INTERRUPTED.reason)
 
 
-def run_trials(study: optuna.Study, objective: Callable, settings: StudySettings, callbacks: Sequence[Callable] = (),
-               deadline: float | None = None) -> None:
-    """Run trials of ``study`` in this process until it holds ``settings.trials`` finished trials, while a watcher
-    thread fails and retries the trials of dead workers (study.liveness).
+StopRule = Callable[[optuna.Study], "str | None"]  # why the study should start no more trials, or None
+
+
+def run_trials(storage: BaseStorage, study: optuna.Study, objective: Callable, total: int, callbacks: Sequence[Callable] = (),
+               deadline: float | None = None, stop_rule: StopRule | None = None) -> str | None:
+    """Run trials of ``study`` in this process until it holds ``total`` finished trials or ``stop_rule`` gives a reason
+    to stop (which it returns), while a watcher thread fails and retries the trials of dead workers (liveness).
 
     Raises KeyboardInterrupt after Ctrl-C (the current trial marked FAIL and queued for retry) and TrialsKeepFailing
     after MAX_CONSECUTIVE_FAILURES failed trials in a row.
     """
-    guarded = _Guarded(objective, settings.trials)
-    with stop_on_first_signal(), Watcher(study):
-        _run_trials(study, settings, callbacks, deadline, guarded)
+    worker = WorkerObjective(objective, total, getattr(objective, "log", None))
+    with stop_on_first_signal(), Watcher(storage, study):
+        return _run_trials(storage, study, total, callbacks, deadline, worker, stop_rule)
 
 
-def taken_over(study: optuna.Study, number: int | None) -> FrozenTrial | None:
+def taken_over(storage: BaseStorage, study: optuna.Study, number: int | None) -> FrozenTrial | None:
     """The trial this worker ran, if another process failed it (no heartbeat while this one stalled) and retried it:
     then telling its result raised ("Cannot tell a FAIL trial")."""
     if number is None:
         return None
-    trial = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+    trial = storage.get_trial(trial_id(storage, study, number))
     return trial if trial.state == TrialState.FAIL else None
 
 
-def _run_trials(study, settings, callbacks, deadline, guarded) -> None:
+def _run_trials(storage, study, total, callbacks, deadline, worker, stop_rule) -> str | None:
     failures_in_a_row = 0
     waiting_said = False
     try:
         while True:
-            recover_dead_trials(study)
-            fail_stale_trials(study)
+            recover_dead_trials(storage, study)
+            fail_stale_trials(storage, study)
             trials = study.get_trials(deepcopy=False)
             finished = sum(t.state in FINISHED for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
-            if finished >= settings.trials:
-                return
+            if finished >= total:
+                return None
             if deadline is not None and time.time() >= deadline:
-                print(f"timeout reached with {finished}/{settings.trials} trials finished", flush=True)
-                return
-            if finished + running >= settings.trials:
+                print(f"timeout reached with {finished}/{total} trials finished", flush=True)
+                return None
+            reason = stop_rule(study) if stop_rule is not None else None
+            if reason is not None:
+                return reason
+            if finished + running >= total:
                 if not waiting_said:
                     print(f"waiting for {running} trial(s) running elsewhere to finish", flush=True)
                     waiting_said = True
                 time.sleep(POLL_S)
                 continue
             waiting_said = False
-            guarded.current = None
+            worker.current = None
             try:
-                study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=True)
+                study.optimize(worker, n_trials=1, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=True)
             except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # "Cannot tell a FAIL trial": see taken_over
-                lost = taken_over(study, guarded.current)
+                lost = taken_over(storage, study, worker.current)
                 if lost is None:
                     raise
                 print(f"trial {lost.number}: result dropped: another worker took it for dead while this one stalled "
-                      f"({lost.user_attrs.get('fail_reason', 'no heartbeat for the grace period')}); its retry continues it", flush=True)
+                      f"({records.fail_reason(lost) or 'no heartbeat for the grace period'}); its retry continues it", flush=True)
                 continue
-            if guarded.current is None:
+            if worker.current is None:
                 continue
-            trial = study.get_trials(deepcopy=False)[guarded.current]
-            reason = trial.user_attrs.get("fail_reason", "see the log above")
+            trial = study.get_trials(deepcopy=False)[worker.current]
+            kind = records.outcome(trial)
             if trial.state != TrialState.FAIL:
                 failures_in_a_row = 0
-            elif reason != NOT_NEEDED:
+            elif kind != records.Outcome.SURPLUS:
                 failures_in_a_row += 1
                 if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+                    reason = records.fail_reason(trial) or "no reason was recorded"
                     raise TrialsKeepFailing(f"{failures_in_a_row} trials in a row failed; the last one: {reason}")
     except KeyboardInterrupt:  # further signals are ignored by now (stop_on_first_signal)
-        _mark_interrupted(study, guarded.current)
+        _mark_interrupted(storage, study, worker.current)
         raise

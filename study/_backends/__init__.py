@@ -1,5 +1,5 @@
-"""Opening Optuna storage: with a heartbeat, the retry of dead trials (study.liveness) and retries through database
-outages (study.retrying); and the local folder that holds what a storage's studies write.
+"""Opening Optuna storage: with a heartbeat and the retry of dead trials (``heartbeat``), its calls retried through
+database outages (``retrying``); the artifact store (``artifacts``); storage URLs and folder names (``urls``).
 
 ``--storage`` is an SQLAlchemy URL (``sqlite:///…``, ``postgresql://…``, ``mysql+pymysql://…``) or a journal file
 (a path ending in ``.journal`` or ``.log``: Optuna's JournalStorage, which takes several writers on one machine).
@@ -9,54 +9,16 @@ trial with the same parameters, which continues from the dead trial's last check
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.storages import BaseStorage, RDBStorage
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from study.errors import UsageError
-from study.liveness import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, RetryDeadTrial
-from study.retrying import RetryingStorage
-from study.urls import is_journal, is_sqlite, local_file, mask_url, register_secret
-
-
-class JournalFileStorage(JournalStorage, BaseHeartbeat):
-    """Optuna's journal file storage plus the heartbeat that RDBStorage has, so that Optuna's own stale-trial
-    handling (``fail_stale_trials``, the retry callback) works on it too. The heartbeat is a system attr per trial."""
-
-    def __init__(self, path: str, heartbeat_interval: int, grace_period: int, callback):
-        super().__init__(JournalFileBackend(path))
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
-        self.heartbeat_stale_trial_callback = callback
-
-    @staticmethod
-    def _key(trial_id: int) -> str:
-        # Keyed by trial id: a retried trial inherits its origin's system attrs, stale heartbeat included.
-        return f"heartbeat:{trial_id}"
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, self._key(trial_id), time.time())
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        now = time.time()
-        return [
-            t._trial_id
-            for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-            if now - t.system_attrs.get(self._key(t._trial_id), now) > self.grace_period
-        ]
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self.heartbeat_interval
-
-    def get_heartbeat_stale_trial_callback(self):
-        return self.heartbeat_stale_trial_callback
-
+from study._backends.heartbeat import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, JournalFileStorage, RetryDeadTrial
+from study._backends.retrying import RetryingStorage
+from study._errors import UsageError
+from study._urls import is_journal, is_sqlite, local_file, mask_url, register_secret
 
 # The driver SQLAlchemy picks for a bare scheme, and the one to use instead when only that one is installed.
 DRIVER_FALLBACKS = {"postgresql": ("psycopg", "postgresql+psycopg2", "psycopg2"), "mysql": ("MySQLdb", "mysql+pymysql", "pymysql")}
@@ -124,3 +86,8 @@ def study_exists(storage: BaseStorage, name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study`` (what storage calls take)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)

@@ -1,0 +1,164 @@
+"""Paired evidence between the trials of a study: each completed trial's Evidence record says which validation
+sentences it got right, so any two trials can be compared on the same sentences (McNemar's exact test, a paired
+bootstrap of their difference). On it rest the gain over the baseline, the count of trials tied with the best, and the
+patience stop rule: stop starting trials once ``patience`` finished in a row without a significantly better best.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from emotion_core.stats import mcnemar_correct, paired_difference
+from study import records
+
+SIGNIFICANCE = 0.05  # McNemar's p below this: two trials differ beyond what the validation sentences' luck explains
+
+
+def _value(trial: FrozenTrial) -> float:
+    return trial.values[0]
+
+
+def in_finishing_order(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's complete and pruned trials, in the order they finished."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return sorted(trials, key=lambda t: (t.datetime_complete or datetime.datetime.max, t.number))
+
+
+def compare(first: FrozenTrial, second: FrozenTrial) -> dict | None:
+    """McNemar's test of two trials on the same validation sentences; None when either lacks evidence or they were
+    evaluated on other sentences."""
+    a, b = records.Evidence.read(first), records.Evidence.read(second)
+    if a is None or b is None or a.data != b.data or len(a.correct) != len(b.correct):
+        return None
+    return mcnemar_correct(a.correct, b.correct)
+
+
+def significantly_better(trial: FrozenTrial, than: FrozenTrial) -> bool:
+    test = compare(trial, than)
+    return test is not None and _value(trial) > _value(than) and test["p_value"] < SIGNIFICANCE
+
+
+def best_completed(study: optuna.Study) -> FrozenTrial | None:
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    return max(complete, key=_value, default=None)
+
+
+def baselines(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's completed baseline trials (a searched variant's default parameters)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if records.TrialStart.read(t).baseline]
+
+
+@dataclass(frozen=True)
+class Gain:
+    """The best trial against the baseline on the same validation sentences: the difference in points with its 95%
+    paired bootstrap interval, and McNemar's exact p."""
+
+    best_trial: int
+    baseline_trial: int
+    best_value: float
+    baseline_value: float
+    points: float
+    ci95: tuple[float, float]
+    p_value: float
+    only_best_right: int
+    only_baseline_right: int
+
+    def as_dict(self) -> dict:
+        return {"best_trial": self.best_trial, "baseline_trial": self.baseline_trial, "best_val_accuracy": self.best_value,
+                "baseline_val_accuracy": self.baseline_value, "points": self.points, "ci95_points": list(self.ci95),
+                "p_value": self.p_value, "only_best_right": self.only_best_right, "only_baseline_right": self.only_baseline_right}
+
+
+def gain_over_baseline(study: optuna.Study) -> tuple[Gain | None, str]:
+    """The best completed trial against the baseline of its variant (or the best baseline); None and why not."""
+    best, bases = best_completed(study), baselines(study)
+    if not bases:
+        return None, "the study has no baseline trial (made with --no-baseline, or before baselines were enqueued)"
+    if best is None:
+        return None, "no trial completed"
+    variant = records.TrialStart.read(best).variant
+    base = max((t for t in bases if records.TrialStart.read(t).variant == variant), key=_value, default=None) or max(bases, key=_value)
+    a, b = records.Evidence.read(best), records.Evidence.read(base)
+    if a is None or b is None or a.data != b.data:
+        return None, "the best trial or the baseline has no paired evidence on the same validation sentences"
+    test = mcnemar_correct(a.correct, b.correct)
+    difference = paired_difference(a.correct, b.correct)
+    return Gain(best_trial=best.number, baseline_trial=base.number, best_value=_value(best), baseline_value=_value(base),
+                points=100 * difference["difference"], ci95=tuple(100 * x for x in difference["ci95"]), p_value=test["p_value"],
+                only_best_right=test["only_first_right"], only_baseline_right=test["only_second_right"]), ""
+
+
+def tied_with_best(study: optuna.Study) -> list[int]:
+    """The completed trials that McNemar's test cannot tell from the best (p >= SIGNIFICANCE), the best included: the
+    best is "the best of these", not a clear winner."""
+    best = best_completed(study)
+    if best is None:
+        return []
+    tied = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        test = compare(trial, best)
+        if trial.number == best.number or (test is not None and test["p_value"] >= SIGNIFICANCE):
+            tied.append(trial.number)
+    return sorted(tied)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where the patience rule stops a study: after its ``finished``-th finished trial (trial ``last_trial``), with
+    ``best_trial`` the best then."""
+
+    patience: int
+    finished: int
+    last_trial: int
+    best_trial: int | None
+
+
+def stopping_point(trials: Sequence[FrozenTrial], patience: int) -> Stop | None:
+    """Where the rule stops ``trials`` (finished, in finishing order): after ``patience`` trials in a row that finished
+    without a new best that beats the previous one significantly (a pruned trial is one such). None: it runs on."""
+    if patience <= 0:
+        return None
+    best: FrozenTrial | None = None
+    since = 0
+    for index, trial in enumerate(trials, start=1):
+        better = trial.state == TrialState.COMPLETE and bool(trial.values) and (best is None or _value(trial) > _value(best))
+        if better and (best is None or significantly_better(trial, best)):
+            since = 0
+        else:
+            since += 1
+        if better:
+            best = trial
+        if since >= patience:
+            return Stop(patience, index, trial.number, best.number if best is not None else None)
+    return None
+
+
+def patience_rule(patience: int):
+    """The trial loop's stop rule for --patience (None when it is 0): the reason to start no more trials, recorded
+    once in the study's StopRecord."""
+    if patience <= 0:
+        return None
+
+    def rule(study: optuna.Study) -> str | None:
+        if len(study.directions) > 1:
+            return None  # a Pareto front has no single best to beat
+        stop = stopping_point(in_finishing_order(study), patience)
+        if stop is None:
+            return None
+        stored = records.StopRecord.read(study)
+        if stored is None or (stored.patience, stored.finished) != (stop.patience, stop.finished):
+            records.StopRecord(patience=stop.patience, finished=stop.finished, best_trial=stop.best_trial,
+                               time=datetime.datetime.now().isoformat(timespec="seconds")).write(study)
+        return stop_reason(stop)
+
+    return rule
+
+
+def stop_reason(stop: Stop) -> str:
+    return (f"stopped after {stop.finished} finished trials: the last {stop.patience} brought no significantly better best "
+            f"(McNemar p < {SIGNIFICANCE} on the validation sentences) than trial {stop.best_trial}")

@@ -1,0 +1,94 @@
+"""Retraining chosen parameters with several seeds, and testing a retrained setup once: what final and compare share.
+
+Each run trains on the train split, selecting on validation as the study did, and saves its trained weights; testing
+loads each seed's weights and predicts the whole test split once. The spread over seeds and the bootstrap over test
+sentences and seeds (emotion_core.stats) say how far the mean can be trusted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from emotion_core.cache import ModelCache
+from emotion_core.data import TokenizedSplits
+from emotion_core.metrics import classification_metrics
+from emotion_core.stats import seeds_interval
+from emotion_core.training import Result, TrainConfig, train
+from study._show.progress import RunProgress
+
+
+@dataclass
+class Retrained:
+    """One setup retrained with several seeds: each seed's result (in seed order) and the folder of its weights."""
+
+    config: TrainConfig  # the first seed's
+    results: list[Result]
+    folders: list[Path]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.config.seed + k for k in range(len(self.results))]
+
+    @property
+    def val_accuracy(self) -> float:
+        """The mean over seeds of the validation accuracy each retraining kept."""
+        return sum(r.val_accuracy for r in self.results) / len(self.results)
+
+    def configs(self) -> list[TrainConfig]:
+        return [replace(self.config, seed=seed) for seed in self.seeds]
+
+
+@dataclass
+class Tested:
+    """A retrained setup on the test split: each seed's predictions, the interval over seeds and sentences
+    (emotion_core.stats.seeds_interval), and the first seed's per-label numbers and confusion matrix."""
+
+    predictions: list[list[int]]
+    labels: list[int]  # the test sentences' labels, in the order of the predictions
+    interval: dict
+    first: dict  # classification_metrics of the first seed
+
+
+def retrain(config: TrainConfig, data: TokenizedSplits, tokenizer, seeds: Sequence[int], *, label: str, into: Path,
+            cache: ModelCache) -> Retrained:
+    """Train ``config`` once per seed, each run's weights saved under ``into``/seed-<seed>. Raises RuntimeError when
+    a run diverges: it has no weights worth testing."""
+    results, folders = [], []
+    for k, seed in enumerate(seeds):
+        run = replace(config, seed=seed)
+        progress = RunProgress(f"{label} seed {seed}" + (f" ({k + 1}/{len(seeds)})" if len(seeds) > 1 else ""))
+        folder = into / f"seed-{seed}"
+        try:
+            result = train(run, data, tokenizer, progress.on_eval, on_step=progress.on_step, on_predict=progress.on_predict,
+                           cache=cache, save_to=folder)
+        finally:
+            progress.close()
+        if result.diverged:
+            raise RuntimeError(f"{label} diverged with seed {seed} ({result.diverged}); there is no model to test")
+        print(f"  {label} seed {seed}: val accuracy {result.val_accuracy:.4f} ({result.train_seconds:.0f} s)", flush=True)
+        results.append(result)
+        folders.append(folder)
+    return Retrained(replace(config, seed=seeds[0]), results, folders)
+
+
+def test(retrained: Retrained, data: TokenizedSplits, tokenizer, *, label: str, cache: ModelCache) -> Tested:
+    """Each seed's saved model predicts the whole test split, once."""
+    from emotion_core.inference import load_trained, predict_split
+
+    predictions = []
+    for config, folder in zip(retrained.configs(), retrained.folders):
+        progress = RunProgress(f"{label} seed {config.seed}")
+        try:
+            model = load_trained(config, folder, tokenizer, data.labels, cache)
+            predictions.append(predict_split(model, data.test, tokenizer, config.resolved_eval_batch_size(), progress.on_test))
+            del model
+        finally:
+            progress.close()
+    labels = [int(y) for y in data.test["label"][:]]
+    for config, predicted in zip(retrained.configs(), predictions):
+        right = sum(p == y for p, y in zip(predicted, labels))
+        print(f"  {label} seed {config.seed}: test accuracy {right / max(len(labels), 1):.4f}", flush=True)
+    return Tested(predictions, labels, seeds_interval(labels, predictions, len(data.labels)),
+                  classification_metrics(labels, predictions[0], data.labels))

@@ -1,0 +1,1 @@
+"""What a person sees: progress lines and bars, plots, and text formatting."""
