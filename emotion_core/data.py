@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 import os
 import shutil
 import tempfile
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +34,13 @@ SPLIT_NAMES: dict[str, tuple[str, ...]] = {
     "test": ("test",),
 }
 EXTENSIONS = (".txt", ".csv", ".jsonl", ".parquet")
-# The longest sentence of the data set is 86 GPT-2 tokens: 128 truncates nothing real.
+# The tokens a text keeps when nothing chose another length (the emotion data's longest sentence is 86 GPT-2 tokens).
 MAX_LENGTH = 128
+# A label that the train split holds fewer times than this, or for less than this share of it, and at most a tenth as
+# often as the other labels do (their median), looks like a typo.
+RARE_COUNT, RARE_SHARE, RARE_RATIO = 5, 0.001, 10
+# --max-length auto keeps this share of the training texts whole.
+KEEP_WHOLE = 0.99
 
 
 class DataError(InputError):
@@ -49,6 +57,7 @@ class Splits:
     test: Dataset
     source: str
     labels: tuple[str, ...] = LABELS  # the label names, by id
+    notes: tuple[str, ...] = ()  # what looks odd but is allowed (a train label that validation and test lack)
 
     def items(self) -> list[tuple[str, Dataset]]:
         return [("train", self.train), ("validation", self.validation), ("test", self.test)]
@@ -109,16 +118,52 @@ def label_ids(rows: list[Row], names: tuple[str, ...], train: str) -> list[int]:
     return ids
 
 
-def _from_rows(rows: dict[str, list[Row]], train: str) -> tuple[dict[str, Dataset], tuple[str, ...]]:
-    """Datasets of ``text`` and ``label`` ids, and the label names, from each split's rows."""
-    names = label_names(rows["train"])
+def check_rare_labels(train: list[Row], names: tuple[str, ...]) -> None:
+    """A label that the train split holds far less often than the others (fewer than RARE_COUNT times or under
+    RARE_SHARE of the split, and at most 1/RARE_RATIO of the others' median) is most likely misspelled: a DataError at
+    its first file:line."""
+    counts = Counter(label for _, _, label in train if isinstance(label, str))
+    for name, count in sorted(counts.items(), key=lambda item: item[1]):
+        others = sorted(c for n, c in counts.items() if n != name)
+        few = count < RARE_COUNT or count < RARE_SHARE * len(train)
+        if not (few and others and count * RARE_RATIO <= others[len(others) // 2]):
+            break
+        where = next(w for w, _, label in train if label == name)
+        rarest = min((n for n in counts if n != name), key=counts.get)
+        raise DataError(
+            f"{where}: label {name!r} occurs {count} time(s) in the {len(train)} training examples, the rarest other label "
+            f"({rarest!r}) {counts[rarest]} times: a misspelled label? Correct it, or accept it by naming every label in id "
+            f"order: --labels {','.join(sorted(counts))}"
+        )
+
+
+def label_notes(rows: dict[str, list[Row]], names: tuple[str, ...], ids: dict[str, list[int]]) -> tuple[str, ...]:
+    """A train label that neither validation nor test holds: allowed, and said."""
+    held = set(ids.get("validation", [])) | set(ids.get("test", []))
+    missing = [names[i] for i in sorted(set(ids["train"]) - held)]
+    if not missing:
+        return ()
+    return (f"note: label(s) {', '.join(map(repr, missing))} occur in the train split but neither in validation nor in test: "
+            "nothing measures how well they are learned",)
+
+
+def _from_rows(rows: dict[str, list[Row]], train: str, given: tuple[str, ...] | None = None) -> tuple[dict[str, Dataset], tuple[str, ...], tuple[str, ...]]:
+    """Datasets of ``text`` and ``label`` ids, the label names and notes, from each split's rows; ``given`` fixes the
+    names and their order (--labels), and then any other label is an error."""
+    if given is not None:
+        names = tuple(given)
+        for split_rows in rows.values():
+            for where, _, label in split_rows:
+                if isinstance(label, str) and label not in names:
+                    raise DataError(f"{where}: label {label!r} is not one of --labels {','.join(names)}")
+    else:
+        names = label_names(rows["train"])
+        check_rare_labels(rows["train"], names)
     if len(names) < 2:
         raise DataError(f"{train}: every example has the label {names[0]!r}; a classifier needs two labels or more")
-    splits = {
-        split: Dataset.from_dict({"text": [text for _, text, _ in split_rows], "label": label_ids(split_rows, names, train)})
-        for split, split_rows in rows.items()
-    }
-    return splits, names
+    ids = {split: label_ids(split_rows, names, train) for split, split_rows in rows.items()}
+    splits = {split: Dataset.from_dict({"text": [text for _, text, _ in split_rows], "label": ids[split]}) for split, split_rows in rows.items()}
+    return splits, names, label_notes(rows, names, ids)
 
 
 def _read_txt(path: Path) -> list[Row]:
@@ -210,9 +255,9 @@ def _file_names(split: str) -> str:
     return ", ".join(f"{stem}{{{','.join(EXTENSIONS)}}}" for stem in SPLIT_NAMES[split])
 
 
-def _read_folder(folder: Path) -> tuple[dict[str, Dataset], tuple[str, ...]]:
+def _read_folder(folder: Path, given: tuple[str, ...] | None):
     files = {split: find_split_file(folder, split) for split in SPLIT_NAMES}
-    return _from_rows({split: read_rows(path) for split, path in files.items()}, str(files["train"]))
+    return _from_rows({split: read_rows(path) for split, path in files.items()}, str(files["train"]), given)
 
 
 def _load_hub(source: str) -> DatasetDict:
@@ -249,8 +294,8 @@ def _load_folder(folder: Path) -> DatasetDict:
         ) from error
 
 
-def _from_datasets(loaded: DatasetDict, source: str) -> tuple[dict[str, Dataset], tuple[str, ...]]:
-    """Our three splits and the label names from what ``datasets.load_dataset`` read (a hub id or a folder)."""
+def _from_datasets(loaded: DatasetDict, source: str, given: tuple[str, ...] | None = None):
+    """Our three splits, the label names and notes from what ``datasets.load_dataset`` read (a hub id or a folder)."""
     from datasets import ClassLabel
 
     chosen = {}
@@ -264,19 +309,28 @@ def _from_datasets(loaded: DatasetDict, source: str) -> tuple[dict[str, Dataset]
             raise DataError(f"data set {source!r} split {name!r} lacks 'text' and 'label' columns (it has {columns})")
         chosen[split] = (name, dataset.select_columns(["text", "label"]))
     feature = chosen["train"][1].features["label"]
+    rows: dict[str, list[Row]] = {}
     if isinstance(feature, ClassLabel):  # the data set's own names and ids (dair-ai/emotion: sadness 0 ... surprise 5)
         for name, dataset in chosen.values():
             if min(dataset["label"], default=0) < 0:  # as GLUE's test splits: -1, no label
                 raise DataError(f"data set {source!r} split {name!r} has examples without a label (-1); every split needs labels")
-        return {split: dataset for split, (_, dataset) in chosen.items()}, tuple(feature.names)
+        names = tuple(feature.names)
+        if given is None or tuple(given) == names:
+            splits = {split: dataset for split, (_, dataset) in chosen.items()}
+            ids = {split: list(dataset["label"]) for split, dataset in splits.items()}
+            return splits, names, label_notes(rows, names, ids)
+        # --labels reorders the declared names, or refuses another set: as names, the same rule as our own files.
+        for split, (name, dataset) in chosen.items():
+            rows[split] = [(f"{source} split {name} row {i}", text, names[label]) for i, (text, label) in
+                           enumerate(zip(dataset["text"], dataset["label"]))]
+        return _from_rows(rows, f"{source} split {chosen['train'][0]}", given)
     # Plain names or ids: the same rule as our own files.
-    rows: dict[str, list[Row]] = {}
     for split, (name, dataset) in chosen.items():
         rows[split] = []
         for i, (text, label) in enumerate(zip(dataset["text"], dataset["label"])):
             where = f"{source} split {name} row {i}"
             rows[split].append((where, text, label_value(label, where)))
-    return _from_rows(rows, f"{source} split {chosen['train'][0]}")
+    return _from_rows(rows, f"{source} split {chosen['train'][0]}", given)
 
 
 def load_splits(
@@ -285,25 +339,29 @@ def load_splits(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 0,
+    labels: Sequence[str] | None = None,
 ) -> Splits:
     """Read the three splits and the label names from a local folder or a hub id.
 
-    ``max_train_samples`` and ``max_eval_samples`` take a seeded random subset of train and validation, for
-    budget runs. The test split is always whole, so that test accuracy means the same thing in every run.
+    ``labels`` fixes the label names and their ids (their order); a label outside them is a DataError. Without it the
+    names come from the data, and a label that looks misspelled (far rarer than the others) is a DataError.
+    ``max_train_samples`` and ``max_eval_samples`` take a seeded random subset of train and validation, for budget runs.
+    The test split is always whole, so that test accuracy means the same thing in every run.
     """
     folder = local_path(source)
+    given = tuple(labels) if labels is not None else None
     if folder.is_dir() and has_split_files(folder):
-        splits, labels = _read_folder(folder)
+        splits, names, notes = _read_folder(folder, given)
     elif folder.is_dir():
-        splits, labels = _from_datasets(_load_folder(folder), source)
+        splits, names, notes = _from_datasets(_load_folder(folder), source, given)
     elif looks_like_path(source):
         raise DataError(f"data folder {source!r} does not exist; pass a folder with train/validation/test files or a hub id")
     else:
-        splits, labels = _from_datasets(_load_hub(source), source)
+        splits, names, notes = _from_datasets(_load_hub(source), source, given)
     for split, limit in (("train", max_train_samples), ("validation", max_eval_samples)):
         if limit is not None and limit < len(splits[split]):
             splits[split] = splits[split].shuffle(seed=seed).select(range(limit))
-    return Splits(source=source, labels=labels, **splits)
+    return Splits(source=source, labels=names, notes=notes, **splits)
 
 
 @dataclass
@@ -359,6 +417,31 @@ def padding_collator(tokenizer):
     from transformers import DataCollatorWithPadding
 
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+
+
+def token_lengths(splits: Splits, tokenizer, *, cache_dir: str | os.PathLike | None = None) -> dict[str, list[int]]:
+    """Each split's texts' lengths in tokens, uncut; kept under ``cache_dir`` by tokenizer and data."""
+    key = hashlib.sha256(f"{tokenizer_fingerprint(tokenizer)}|{splits.fingerprint()}|lengths".encode()).hexdigest()[:20]
+    path = Path(cache_dir) / f"lengths-{key}.json" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    lengths = {name: [len(ids) for ids in tokenizer(split["text"][:], truncation=False)["input_ids"]] for name, split in splits.items()}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.write_text(json.dumps(lengths))
+        os.replace(staging, path)
+    return lengths
+
+
+def choose_max_length(train_lengths: Sequence[int], limit: int | None = None, keep: float = KEEP_WHOLE) -> int:
+    """The fewest tokens that keep ``keep`` of the training texts whole, at most ``limit`` (the model's maximum)."""
+    ordered = sorted(train_lengths)
+    if not ordered:
+        return limit or MAX_LENGTH
+    whole = math.ceil(round(keep * len(ordered), 6))  # texts to keep whole (round: 0.99 * 100 is 99.00000000000001)
+    length = ordered[max(whole, 1) - 1]
+    return max(1, min(length, limit) if limit else length)
 
 
 def tokenize_splits(

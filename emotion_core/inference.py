@@ -24,11 +24,13 @@ def evaluate_logits(model, dataset, tokenizer, batch_size: int = 128) -> np.ndar
 
 
 def classify(model, tokenizer, texts: list[str]) -> list[tuple[str, float]]:
-    """(label, probability) for each text, in order; the label names are the model's (its config's id2label)."""
+    """(label, probability) for each text, in order; the label names are the model's (its config's id2label). A text
+    keeps the tokenizer's model_max_length tokens (what it was trained with)."""
     from datasets import Dataset
 
+    length = min(tokenizer.model_max_length, MAX_LENGTH * 64)  # a tokenizer without a maximum says 1e30
     encoded = Dataset.from_dict({"text": texts}).map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=MAX_LENGTH), batched=True, remove_columns=["text"]
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=length), batched=True, remove_columns=["text"]
     )
     probabilities = torch.softmax(torch.from_numpy(evaluate_logits(model, encoded, tokenizer)), dim=-1)
     best = probabilities.max(dim=-1)

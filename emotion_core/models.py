@@ -58,15 +58,37 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def check_model(name: str) -> None:
-    """Fail fast with a clear message when the model's config cannot be had (missing folder, offline hub). Once it
-    can, an error while loading the weights is not the user's input (out of memory, a broken file) and keeps its type."""
+def check_model(name: str, labels: Sequence[str] | None = None) -> str | None:
+    """Fail fast with a clear message when the model's config cannot be had (missing folder, offline hub) or the model
+    takes no classification head. Once it can, an error while loading the weights is not the user's input (out of
+    memory, a broken file) and keeps its type.
+
+    Returns a note when the model is a classifier already whose labels differ from ``labels`` (count or names): its
+    head is then replaced by a fresh one over ``labels`` (see load_base)."""
     from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
     try:
-        AutoConfig.from_pretrained(local_path(name))
+        config = AutoConfig.from_pretrained(local_path(name))
     except _LOAD_ERRORS as error:
         raise _load_error("model", name, error) from error
+    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        kind = (config.architectures or [type(config).__name__])[0]
+        raise ModelLoadError(f"model {name!r} ({kind}, model type {config.model_type!r}) cannot take a text classification head: "
+                             "transformers has no AutoModelForSequenceClassification for it; pass a decoder or encoder language model")
+    theirs = [config.id2label[i] for i in sorted(config.id2label)] if any("SequenceClassification" in a for a in config.architectures or ()) else None
+    if labels is not None and theirs is not None and list(theirs) != list(labels):
+        return (f"the model's classification head ({len(theirs)} labels: {', '.join(map(str, theirs))}) is replaced by a fresh one "
+                f"for the data's {len(labels)} labels ({', '.join(labels)})")
+    return None
+
+
+def max_positions(name: str) -> int | None:
+    """The longest input the model takes, in tokens (None when its config does not say)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(local_path(name))
+    return next((int(v) for v in (getattr(config, k, None) for k in ("max_position_embeddings", "n_positions")) if v), None)
 
 
 def load_base(name: str, pad_token_id: int, labels: Sequence[str] = LABELS, dtype: torch.dtype = torch.float32, **options: Any) -> nn.Module:
@@ -78,8 +100,11 @@ def load_base(name: str, pad_token_id: int, labels: Sequence[str] = LABELS, dtyp
     options = {"attn_implementation": attention_for(dtype), "dtype": dtype, **options}
 
     def load(**extra):
+        # ignore_mismatched_sizes: a classifier saved with another label count gets a fresh head of the right size
+        # (check_model says so); the head is drawn anew for every run anyway.
         return AutoModelForSequenceClassification.from_pretrained(
-            local_path(name), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}, **extra
+            local_path(name), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+            ignore_mismatched_sizes=True, **extra
         )
 
     try:

@@ -46,6 +46,7 @@ def load_final_model(folder: Path, model: str | None = None):
     from emotion_core.inference import load_trained
 
     report, config, tokenizer = _stored_run(folder, model)
+    tokenizer.model_max_length = report.get("max_length", tokenizer.model_max_length)  # what a text keeps, as in training
     return load_trained(config, folder / "model", tokenizer, report["labels"]), tokenizer
 
 
@@ -59,5 +60,6 @@ def export_standalone(folder: Path) -> Path:
     base = variant.standalone_base(config.model, tokenizer.pad_token_id, report["labels"])
     out = folder / STANDALONE
     variant.standalone(variant.load_trained(base, folder / "model")).save_pretrained(str(out))
+    tokenizer.model_max_length = report.get("max_length", tokenizer.model_max_length)  # pipeline(truncation=True) cuts there
     tokenizer.save_pretrained(str(out))
     return out

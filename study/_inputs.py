@@ -18,16 +18,29 @@ def fingerprints(settings: StudySettings) -> dict[str, str]:
     return {key: fingerprint(source, settings.fingerprint_cache) for key, source in sources.items()}
 
 
-def prepare_data(settings: StudySettings) -> tuple[object, TokenizedSplits]:
-    """Tokenizer and tokenized splits. A missing model or data set fails here, before anything is written."""
-    from emotion_core.data import MAX_LENGTH, load_splits, tokenize_splits
-    from emotion_core.models import check_model, load_tokenizer
+def prepare_data(settings: StudySettings, say=print) -> tuple[object, TokenizedSplits]:
+    """Tokenizer and tokenized splits, saying what the data gave (the length kept, the texts cut, a replaced head). A
+    missing model or data set, or bad data, fails here, before anything is written."""
+    from emotion_core.data import choose_max_length, load_splits, token_lengths, tokenize_splits
+    from emotion_core.models import check_model, load_tokenizer, max_positions
     from study._command import quiet_imported_libraries
 
     quiet_imported_libraries()  # the training libraries are imported now (commands import them after parsing)
     check_model(settings.model)
     tokenizer = load_tokenizer(settings.tokenizer_name)
-    splits = load_splits(
-        settings.data, max_train_samples=settings.max_train_samples, max_eval_samples=settings.max_eval_samples, seed=settings.seed
-    )
-    return tokenizer, tokenize_splits(splits, tokenizer, cache_dir=settings.cache_dir, max_length=settings.max_length or MAX_LENGTH)
+    splits = load_splits(settings.data, max_train_samples=settings.max_train_samples, max_eval_samples=settings.max_eval_samples,
+                         seed=settings.seed, labels=settings.labels)
+    for note in splits.notes:
+        say(note)
+    head = check_model(settings.model, splits.labels)
+    if head is not None:
+        say(f"note: {head}")
+    lengths = token_lengths(splits, tokenizer, cache_dir=settings.cache_dir)
+    limit = max_positions(settings.model)
+    chosen = min(settings.max_length, limit) if settings.max_length and limit else settings.max_length
+    max_length = chosen or choose_max_length(lengths["train"], limit)
+    how = "--max-length" if settings.max_length else "auto: the fewest that keep 99% of the training texts whole"
+    cut = ", ".join(f"{sum(n > max_length for n in lengths[name])} of {len(lengths[name])} {name}" for name in ("train", "validation", "test"))
+    say(f"max length {max_length} tokens ({how}{f', at most the model maximum {limit}' if limit and max_length == limit else ''}); "
+        f"texts cut to it: {cut}")
+    return tokenizer, tokenize_splits(splits, tokenizer, cache_dir=settings.cache_dir, max_length=max_length)

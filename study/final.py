@@ -69,6 +69,7 @@ def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, retra
         "per_class": tested.first["per_class"],
         "confusion_matrix": tested.first["confusion_matrix"],
         "labels": list(data.labels),
+        "max_length": data.max_length,
         "train_config": retrained.config.to_dict(),
         "weights": weights,
     }
