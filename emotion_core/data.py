@@ -427,10 +427,13 @@ def token_lengths(splits: Splits, tokenizer, *, cache_dir: str | os.PathLike | N
         return json.loads(path.read_text())
     lengths = {name: [len(ids) for ids in tokenizer(split["text"][:], truncation=False)["input_ids"]] for name, split in splits.items()}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.{os.getpid()}")
-        staging.write_text(json.dumps(lengths))
-        os.replace(staging, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging.write_text(json.dumps(lengths))
+            os.replace(staging, path)
+        except OSError:  # a cache that cannot be written (a full disk) only costs the next run the counting
+            staging.unlink(missing_ok=True)
     return lengths
 
 
@@ -454,15 +457,20 @@ def tokenize_splits(
         tokenized = _tokenize(splits, tokenizer, max_length)
     else:
         path = Path(cache_dir) / key
+        tokenized = None
         if not (path / "dataset_dict.json").is_file():
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            # Write beside the target and rename: a parallel worker never sees a half-written cache.
-            staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
-            _tokenize(splits, tokenizer, max_length).save_to_disk(str(staging))
+            tokenized = _tokenize(splits, tokenizer, max_length)
+            staging = None
             try:
-                staging.rename(path)
-            except OSError:  # another process finished first; its copy is identical
-                shutil.rmtree(staging, ignore_errors=True)
-        tokenized = load_from_disk(str(path))
+                Path(cache_dir).mkdir(parents=True, exist_ok=True)
+                # Write beside the target and rename: a parallel worker never sees a half-written cache.
+                staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+                tokenized.save_to_disk(str(staging))
+                staging.rename(path)  # fails when another process finished first; its copy is identical
+            except OSError:  # or the disk is full: the splits stay in memory
+                if staging is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
+        if (path / "dataset_dict.json").is_file():
+            tokenized = load_from_disk(str(path))
     return TokenizedSplits(train=tokenized["train"], validation=tokenized["validation"], test=tokenized["test"], key=key, labels=splits.labels,
                            max_length=max_length)

@@ -51,8 +51,11 @@ def fingerprint(source: str, cache_file: Path | None = None) -> str:
                 known[key] = hashlib.file_digest(handle, "sha256").hexdigest()
         digest.update(f"{file.relative_to(path) if file != path else file.name}:{known[key]}\n".encode())
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         staging = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
-        staging.write_text(json.dumps(known))
-        os.replace(staging, cache_file)
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            staging.write_text(json.dumps(known))
+            os.replace(staging, cache_file)
+        except OSError:  # a cache that cannot be written (a full disk) only costs the next run the hashing
+            staging.unlink(missing_ok=True)
     return "sha256:" + digest.hexdigest()[:20]

@@ -168,6 +168,15 @@ def swap_in(staging: Path, out: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def remove_stale_staging(folder: Path) -> None:
+    """Staging folders that a killed final left behind (their process is gone)."""
+    import psutil
+
+    for staging in folder.glob(".final-*-[0-9]*"):
+        if not psutil.pid_exists(int(staging.name.rsplit("-", 1)[1])):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: FinalSettings) -> int:
     from emotion_core.cache import ModelCache
     from study._backends.artifacts import dashboard_command
@@ -184,6 +193,7 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
     tokenizer, data = prepare_data(settings)
     seeds = [settings.seed + 1 + k for k in range(chosen.seeds)]
     out = settings.study_dir / "final"
+    remove_stale_staging(settings.study_dir)
     staging = settings.study_dir / f".final-staging-{os.getpid()}"
     cache = ModelCache()
     try:

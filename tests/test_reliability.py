@@ -211,3 +211,26 @@ def test_twenty_trials_in_one_process_do_not_grow_memory_and_failures_do_not_sto
     first, last = statistics.median(peaks[:5]), statistics.median(peaks[-5:])
     print(f"peak RSS MiB, first 5 trials: {peaks[:5]}, last 5: {peaks[-5:]}")
     assert last <= first * 1.05, (peaks[:5], peaks[-5:])
+
+
+def test_a_truncated_checkpoint_is_removed_and_its_retry_starts_from_step_0_saying_why(study_args, tmp_path):
+    args = ["--trials", "2", *SMALL, *study_args, *LONGER]
+    process = start(args)
+    wait_for_checkpoint(process, args, 0)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    pointer = records.Checkpoint.read(load(args).trials[0])
+    archive = Path(records.StudyRecord.read(load(args)).artifact_store) / pointer.artifact_id
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # a half-written upload
+
+    rerun = subprocess.run(command(args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    line = next(line for line in rerun.stdout.splitlines() if "continues trial 0" in line)
+    assert f"from step 0: its checkpoint {pointer.artifact_id} cannot be read (ReadError" in line and "so it was removed" in line
+    study = load(args)
+    (retried,) = [t for t in study.trials if retry_of(t) == 0]
+    assert retried.state == TrialState.COMPLETE and records.TrialResult.read(retried).resumed_from_step == 0
+    assert not archive.exists()
+    log = (study_dir(args) / "errors.log").read_text()
+    assert "checkpoint of trial 0 unreadable" in log and "tarfile.ReadError" in log
+    assert len(study.get_trials(states=FINISHED)) == 2
