@@ -8,6 +8,7 @@ sentences and seeds (emotion_core.stats) say how far the mean can be trusted.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from emotion_core.metrics import classification_metrics
 from emotion_core.stats import seeds_interval
 from emotion_core.training import Result, TrainConfig, train
 from study._show.progress import RunProgress
+from study._trackers import Trackers
 
 
 @dataclass
@@ -52,17 +54,22 @@ class Tested:
 
 
 def retrain(config: TrainConfig, data: TokenizedSplits, tokenizer, seeds: Sequence[int], *, label: str, into: Path,
-            cache: ModelCache) -> Retrained:
-    """Train ``config`` once per seed, each run's weights saved under ``into``/seed-<seed>. Raises RuntimeError when
-    a run diverges: it has no weights worth testing."""
+            cache: ModelCache, trackers: Trackers | None = None, params: dict | None = None) -> Retrained:
+    """Train ``config`` once per seed, each run's weights saved under ``into``/seed-<seed>, each run's curves to
+    ``trackers`` (named final/<label>-seed-<seed>, with ``params``). Raises RuntimeError when a run diverges: it has no
+    weights worth testing."""
     results, folders = [], []
     for k, seed in enumerate(seeds):
         run = replace(config, seed=seed)
         progress = RunProgress(f"{label} seed {seed}" + (f" ({k + 1}/{len(seeds)})" if len(seeds) > 1 else ""))
         folder = into / f"seed-{seed}"
+        name = f"final/{label.replace(' ', '-')}-seed-{seed}"
         try:
-            result = train(run, data, tokenizer, progress.on_eval, on_step=progress.on_step, on_predict=progress.on_predict,
-                           cache=cache, save_to=folder)
+            with trackers.run(name) if trackers is not None else nullcontext() as tracked:
+                result = train(run, data, tokenizer, progress.on_eval, on_step=progress.on_step, on_predict=progress.on_predict,
+                               cache=cache, save_to=folder, callbacks=tracked.callbacks if tracked else ())
+                if tracked is not None:
+                    tracked.finish(params or {}, result.val_accuracy, "FINISHED")
         finally:
             progress.close()
         if result.diverged:

@@ -186,6 +186,7 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
     from study._show.plots import save_confusion_matrix
     from study._show.text import interval_text, params_text
     from study._studies import pick_trial, top_trials
+    from study._trackers import trial_trackers
 
     candidates = [pick_trial(study, chosen.trial)] if chosen.top == 1 else top_trials(study, chosen.top)
     if len(candidates) < chosen.top:
@@ -196,6 +197,7 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
     remove_stale_staging(settings.study_dir)
     staging = settings.study_dir / f".final-staging-{os.getpid()}"
     cache = ModelCache()
+    trackers = trial_trackers(chosen.report_to, study.study_name, settings.study_dir)
     try:
         retrained = []
         for trial in candidates:
@@ -203,7 +205,7 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
                   f"{len(data.train)} sentences x {settings.epochs:g} epoch(s)", flush=True)
             config = settings.train_config(trial.params, len(data.validation))
             retrained.append(retrain(config, data, tokenizer, seeds, label=f"trial {trial.number}",
-                                     into=staging / "candidates" / f"trial-{trial.number}", cache=cache))
+                                     into=staging / "candidates" / f"trial-{trial.number}", cache=cache, trackers=trackers, params=trial.params))
         rows = candidate_rows(candidates, retrained)
         kept = max(range(len(candidates)), key=lambda i: (retrained[i].val_accuracy, -i))
         trial, again = candidates[kept], retrained[kept]

@@ -179,6 +179,30 @@ class Verbosity(Settings):
     verbose: bool = option(False, "show the Trainer's progress bars, library logs and the tracebacks of errors")
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or hidden installation
+        return False
+
+
+@dataclass(kw_only=True)
+class Tracking(Settings):
+    """trackers"""
+
+    report_to: str = option("none", "also send each trial's training curves (and final's retrainings) to this tracker "
+                            "(tensorboard: under <output-dir>/<storage>/<study>/runs; mlflow: the store MLFLOW_TRACKING_URI names, "
+                            "e.g. sqlite:///mlflow.db, or MLflow's default)", choices=REPORTERS)
+
+    def check(self) -> None:
+        super().check()
+        if self.report_to != "none" and not _installed(self.report_to):
+            raise UsageError(f"--report-to {self.report_to} needs the {self.report_to} package: "
+                             f"pip install 'emotion-study[{self.report_to}]'")
+
+
 def _variant_help() -> str:
     listed = "; ".join(f"{name}: {variant.summary}" for name, variant in variants.REGISTRY.items())
     return (f"what trains ({listed}); several, comma-separated (lora,qlora), make the variant a parameter of the search; "
@@ -186,7 +210,7 @@ def _variant_help() -> str:
 
 
 @dataclass(kw_only=True)
-class StudySettings(Sources, Budget, Storage, StudyName, Verbosity):
+class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
     """the search"""
 
     trials: int = option(30, "total finished (complete + pruned) trials the study should hold; a rerun continues up to it", positive=True)
@@ -208,8 +232,6 @@ class StudySettings(Sources, Budget, Storage, StudyName, Verbosity):
                           "which also serve workers on several machines", positive=True)
     target_modules: list[str] | None = option(None, "LoRA target modules, instead of searching lora_targets (attention: peft's "
                                               "defaults for the model type, or all-linear)", nargs="+")
-    report_to: str = option("none", "also send each trial's training curves to this tracker (tensorboard: under "
-                            "<output-dir>/<storage>/<study>/runs; mlflow: MLFLOW_TRACKING_URI, default ./mlruns)", choices=REPORTERS)
 
     # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them. The
     # model, tokenizer and data are compared by content (SOURCES: study._inputs.fingerprints), not by path, so that each
@@ -306,7 +328,7 @@ class StudySettings(Sources, Budget, Storage, StudyName, Verbosity):
 
 
 @dataclass(kw_only=True)
-class FinalSettings(LocalSources, Storage, StudyName, Verbosity):
+class FinalSettings(LocalSources, Storage, StudyName, Tracking, Verbosity):
     """retraining"""
 
     trial: int | None = option(None, "retrain this completed trial instead of the best (or the front's most accurate)")

@@ -12,7 +12,7 @@ import study
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = {"cli", "__main__"}
 COMMANDS = {"run", "final", "report", "predict", "compare", "bench"}
-SHARED = {"_studies", "_inputs", "_retraining", "_final_model", "_tuning", "_preload", "_trackers", "_show", "_show.progress",
+SHARED = {"_studies", "_inputs", "_retraining", "_final_model", "_tuning", "_preload", "_show", "_show.progress",
           "_show.plots", "_trials.loop", "_trials.workers"}
 LAYERS = {"entry": 4, "commands": 3, "shared": 2, "below": 1, "emotion_core": 0}
 

@@ -57,17 +57,21 @@ class Tracker(TrainerCallback):
     validation); with ``keep="last"`` the last evaluation is the run's, and the weights are those training ended with."""
 
     def __init__(self, model: torch.nn.Module, eval_at: set[int], metric: Accuracy, full_size: int, keep: str = "best",
-                 record: TrainingRecord | None = None):
+                 record: TrainingRecord | None = None, whole=None):
         self.model = model
         self.eval_at = eval_at
         self.metric = metric
         self.full_size = full_size  # rows of the whole validation split: an evaluation of fewer is a subset's
         self.keep = keep
         self.record = record or TrainingRecord()
+        self.whole = whole  # the whole validation split, when the evaluations before the last use a subset
+        self.trainer = None  # set once the Trainer exists: the last evaluation switches its eval_dataset to ``whole``
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in self.eval_at:
             control.should_log = control.should_evaluate = True
+            if state.global_step >= state.max_steps and self.whole is not None and self.trainer is not None:
+                self.trainer.eval_dataset = self.whole
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         evaluation = Evaluation(

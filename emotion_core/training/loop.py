@@ -128,8 +128,7 @@ class Callbacks:
     all: list
     resume: str | None
     resumed_from_step: int
-    during: object  # the validation rows evaluated during training: the whole split, or the pruner's subset
-    final: object | None  # with keep="last": the whole split, evaluated once after training
+    during: object  # the validation rows evaluated before the last evaluation: the whole split, or the pruner's subset
 
 
 def pruning_subset(n: int, size: int | None) -> list[int] | None:
@@ -144,17 +143,15 @@ def _callbacks(config: TrainConfig, prepared: Prepared, on_eval: OnEval | None, 
                checkpoint_dir, on_checkpoint: Callable[[Path], None] | None, extra: Sequence = ()) -> Callbacks:
     validation = prepared.splits.validation
     eval_at = evaluation_steps(len(prepared.splits.train), config)
-    if config.keep == "last":  # the last evaluation comes after training, on the whole split
-        eval_at -= {max(eval_at)}
     rows = pruning_subset(len(validation), config.pruning_eval_size) if config.keep == "last" else None
     resume, record = checkpoint.restore(checkpoint_dir) if checkpoint_dir is not None else (None, None)
-    tracker = Tracker(prepared.model, eval_at, Accuracy(), len(validation), config.keep, record)
+    # With a subset, the last evaluation (at the last step) is the whole split's: the run's value.
+    tracker = Tracker(prepared.model, eval_at, Accuracy(), len(validation), config.keep, record, validation if rows is not None else None)
     stopper = Stopper(tracker.record, on_eval)
     more = [checkpoint.CheckpointCallback(eval_at, tracker.record, on_checkpoint)] if checkpoint_dir is not None else []
     more += [StepHook(on_step, on_predict)] if on_step is not None or on_predict is not None else []
     return Callbacks(tracker, stopper, [tracker, stopper, *more, *extra], str(resume) if resume else None,
-                     checkpoint.step_of(resume) if resume else 0, validation.select(rows) if rows is not None else validation,
-                     validation if config.keep == "last" else None)
+                     checkpoint.step_of(resume) if resume else 0, validation.select(rows) if rows is not None else validation)
 
 
 def _trainer(config: TrainConfig, prepared: Prepared, callbacks: Callbacks, output_dir: str):
@@ -175,6 +172,7 @@ def _trainer(config: TrainConfig, prepared: Prepared, callbacks: Callbacks, outp
     )
     if not config.verbose:
         trainer.remove_callback(PrinterCallback)  # it prints every log dict once the bar is off
+    callbacks.tracker.trainer = trainer
     return trainer
 
 
@@ -221,8 +219,6 @@ def train(
             with PeakMemory() as memory:
                 started = time.perf_counter()
                 trainer.train(resume_from_checkpoint=run.resume)
-                if run.final is not None and not (run.stopper.stopped_early or run.stopper.diverged):
-                    trainer.evaluate(eval_dataset=run.final)
                 train_seconds = time.perf_counter() - started
             run.tracker.restore_best()
             test, test_predictions = _test_metrics(trainer, prepared, data.labels) if evaluate_test and not run.stopper.diverged else (None, None)

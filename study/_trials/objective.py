@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +19,7 @@ from emotion_core.training.callbacks import evaluation_steps
 from study import records
 from study._backends.artifacts import Checkpoints
 from study._errors import append_traceback, describe
+from study._trackers import Trackers
 from study._trials.space import suggest
 from study.settings import StudySettings
 
@@ -48,7 +50,7 @@ class Objective:
     """
 
     def __init__(self, settings: StudySettings, data: TokenizedSplits, tokenizer, storage: BaseStorage, progress: TrialProgress | None = None,
-                 cache: ModelCache | None = None, store=None, trackers: Callable[[optuna.Trial], list] | None = None):
+                 cache: ModelCache | None = None, store=None, trackers: Trackers | None = None):
         self.settings = settings
         self.data = data
         self.tokenizer = tokenizer
@@ -56,7 +58,7 @@ class Objective:
         self.progress = progress  # study.run passes it to study.optimize as a callback too
         self.cache = cache or ModelCache()
         self.store = store  # the artifact store that keeps checkpoints for every machine
-        self.trackers = trackers  # the training-curve trackers of a trial (--report-to)
+        self.trackers = trackers  # where each trial's training curves also go (--report-to)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = suggest(trial, self.settings)
@@ -67,10 +69,20 @@ class Objective:
         local = self._working_copy(trial.number)
         retry = records.Retry.read(trial)
         self._continue(trial, retry, stored, local)
+        with self.trackers.run(f"trial-{trial.number}") if self.trackers is not None else nullcontext() as tracked:
+            result = self._train(trial, config, start.baseline, retry, stored, local, tracked.callbacks if tracked else ())
+            value = self._value(trial, result)
+            if tracked is not None:
+                tracked.finish(trial.params, value if isinstance(value, float) else value[0], "FINISHED")
+            return value
+
+    def _train(self, trial: optuna.Trial, config, baseline: bool, retry: records.Retry | None, stored: Checkpoints | None,
+               local: Path, callbacks) -> Result:
+        """Train the trial's config; clean up its checkpoints once done; a failure is recorded and raises TrialFailed."""
         failure = None
         try:
-            result = train(config, self.data, self.tokenizer, self._on_eval(trial, config, start.baseline), on_step=self._on_step(trial),
-                           cache=self.cache, checkpoint_dir=local, callbacks=self.trackers(trial) if self.trackers else (),
+            result = train(config, self.data, self.tokenizer, self._on_eval(trial, config, baseline), on_step=self._on_step(trial),
+                           cache=self.cache, checkpoint_dir=local, callbacks=callbacks,
                            on_checkpoint=(lambda folder: stored.save(trial, folder)) if stored is not None else None)
         except optuna.exceptions.UpdateFinishedTrialError:
             checkpoint.remove(local)  # another worker took the trial for dead and retries it from the stored checkpoint
@@ -89,7 +101,7 @@ class Objective:
             release_memory()
             records.Failure(records.Outcome.FAILED, failure).write(trial)
             raise TrialFailed(failure)
-        return self._value(trial, result)
+        return result
 
     def log(self, title: str, error: BaseException) -> None:
         """The traceback into the study's errors.log; a log that cannot be written (a full disk) must not hide the

@@ -79,7 +79,7 @@ def work(storage: BaseStorage, study: optuna.Study, settings: StudySettings, dat
     from study._trials.objective import Objective
 
     objective = Objective(settings, data, tokenizer, storage, progress, ModelCache(freeze_gc=True), open_store(settings.artifact_location),
-                          trackers=trial_trackers(settings, study.study_name))
+                          trackers=trial_trackers(settings.report_to, study.study_name, settings.study_dir))
     return run_trials(storage, study, objective, settings.trials, [progress] if progress is not None else [], deadline,
                       stop_rule=patience_rule(settings.patience))
 
