@@ -70,8 +70,13 @@ def build_model(name: str, variant: str, params: dict | None, pad_token_id: int,
                 labels: Sequence[str] = LABELS, cache: ModelCache | None = None) -> nn.Module:
     """The model a run of ``variant`` trains: a fresh copy of the base (from ``cache``, an
     emotion_core.cache.ModelCache, when given) made into the variant with ``params`` (its own parameters, by name)."""
+    from transformers import set_seed
+
     from emotion_core import variants
 
     spec = variants.get(variant)
     base = (cache or ModelCache()).fresh_base(name, spec, pad_token_id, seed=seed, precision=precision, labels=labels)
+    # Seeded here, after the base: reading it from disk draws its fresh head from the global generator, which a copy
+    # from the cache does not, and the adapter's init must not depend on which of the two this run got.
+    set_seed(seed)
     return spec.apply(base, spec.params(params))

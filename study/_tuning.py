@@ -26,17 +26,19 @@ def importances(study: optuna.Study) -> tuple[dict[str, dict] | None, str]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return None, f"need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials (have {len(complete)})"
-    runs = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for seed in IMPORTANCE_SEEDS:
-                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    runs, why = [], ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seed in IMPORTANCE_SEEDS:
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+            try:
                 runs.append(optuna.importance.get_param_importances(study, evaluator=evaluator, target=lambda t: t.values[0]))
-    except (RuntimeError, ValueError) as error:  # e.g. no parameter varies across the completed trials
-        return None, str(error).splitlines()[0]
+            # e.g. no parameter varies across the completed trials; Optuna's fANOVA also asserts on a variance that
+            # rounding made negative, for one forest and not another
+            except (RuntimeError, ValueError, AssertionError) as error:
+                why = (str(error).splitlines() or [f"fANOVA failed ({type(error).__name__})"])[0]
     if not runs or not runs[0]:
-        return None, "no parameter varies across the completed trials"
+        return None, why or "no parameter varies across the completed trials"
     names = sorted(runs[0], key=lambda name: -statistics.mean(run.get(name, 0.0) for run in runs))
     table = {}
     for name in names:

@@ -1,0 +1,159 @@
+"""A study that knows what tuning bought and when to stop: the baseline inside every study, paired evidence, the gain
+with its interval and p, trials tied with the best, the patience stop rule, final --top K, and the replay bench."""
+
+import json
+import re
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from emotion_core import variants
+from study import bench, final, records, report, run
+from study._trials.space import OPTIMIZER_SPACE
+from tests.conftest import study_dir
+
+GOOD = {"learning_rate": 1e-2, "weight_decay": 0.0, "lora_r": 8, "lora_dropout": 0.0}  # learns the synthetic task (test_train.py)
+
+
+def storage_of(args):
+    return args[args.index("--storage") + 1]
+
+
+def load(args):
+    return optuna.load_study(study_name="t", storage=storage_of(args))
+
+
+def report_json(capsys, args) -> dict:
+    capsys.readouterr()
+    assert report.main(["--storage", storage_of(args), "--study-name", "t", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_new_study_starts_with_each_variants_defaults_marked_as_its_baseline(study_args):
+    assert run.main(["--trials", "3", "--variant", "head,lora", "--sampler", "random", *study_args]) == 0
+    trials = load(study_args).trials
+    for trial, name in zip(trials[:2], ("head", "lora")):
+        defaults = variants.get(name).default_params()
+        assert records.TrialStart.read(trial).baseline and trial.params["variant"] == name
+        assert {k: v for k, v in trial.params.items() if k != "variant"} == {k: defaults[k] for k in trial.params if k != "variant"}
+        assert set(trial.params) - {"variant"} == set(OPTIMIZER_SPACE) | set(variants.get(name).space)
+    assert not records.TrialStart.read(trials[2]).baseline
+    assert len(load(study_args).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3  # baselines count toward --trials
+
+
+def test_no_baseline_leaves_it_out_and_the_report_says_so(study_args, capsys):
+    assert run.main(["--trials", "1", "--no-baseline", *study_args]) == 0
+    assert not records.TrialStart.read(load(study_args).trials[0]).baseline
+    summary = report_json(capsys, study_args)
+    assert summary["gain_over_baseline"] is None and "no baseline trial" in summary["gain_note"]
+
+
+def test_a_baseline_is_never_pruned(study_args):
+    """Its learning rate is absurd here, so the pruner would stop it; a baseline runs to its end regardless."""
+    assert run.main(["--trials", "1", "--variant", "lora", *study_args]) == 0  # the baseline, trial 0
+    study = load(study_args)
+    for dropout in (0.0, 0.05, 0.1, 0.15, 0.2):  # five completed trials: the median pruner may act from now on
+        study.enqueue_trial({**GOOD, "lora_dropout": dropout})
+    records.TrialStart.enqueue_baseline(study, {**GOOD, "learning_rate": 3.0})
+    assert run.main(["--trials", "7", "--variant", "lora", "--pruner", "median", *study_args]) == 0
+    absurd = load(study_args).trials[6]
+    assert absurd.params["learning_rate"] == 3.0 and records.TrialStart.read(absurd).baseline
+    assert absurd.state == TrialState.COMPLETE and len(absurd.intermediate_values) == 6
+
+
+def test_a_clearly_worse_baseline_gives_a_small_p_and_identical_trials_are_tied(study_args, capsys):
+    assert run.main(["--trials", "1", "--variant", "lora", *study_args]) == 0  # the baseline: lr 1e-3, which learns little here
+    study = load(study_args)
+    study.enqueue_trial(GOOD)
+    study.enqueue_trial(GOOD)  # the same parameters and seed: the same sentences right
+    assert run.main(["--trials", "3", "--variant", "lora", *study_args]) == 0
+    trials = load(study_args).trials
+    first, second = records.Evidence.read(trials[1]), records.Evidence.read(trials[2])
+    assert len(first.correct) == 60 and (first.correct == second.correct).all() and first.accuracy == trials[1].value
+    summary = report_json(capsys, study_args)
+    gain = summary["gain_over_baseline"]
+    assert gain["baseline_trial"] == 0 and gain["best_trial"] in (1, 2)
+    assert gain["points"] == pytest.approx(100 * (trials[1].value - trials[0].value))
+    low, high = gain["ci95_points"]
+    assert 0 < low < gain["points"] < high and gain["p_value"] < 0.01
+    assert summary["tied_with_best"] == [1, 2]  # the two alike, not the baseline
+    assert summary["importances"] is None and "need at least 5" in summary["importances_note"]
+    assert report.main(["--storage", storage_of(study_args), "--study-name", "t"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"Tuning bought \+\d+\.\d points over the defaults .*McNemar p = ", text)
+    assert "The best is the best of 2 trials that McNemar's test cannot tell apart" in text
+    storage = optuna.storages.RDBStorage(storage_of(study_args))  # the study's note in the dashboard says the same
+    note = storage.get_study_system_attrs(storage.get_study_id_from_name("t"))
+    assert any("Tuning bought" in str(value) for value in note.values())
+
+
+def test_importances_come_with_their_spread_over_seeds(tmp_path, capsys):
+    from optuna.distributions import FloatDistribution
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
+    space = {"learning_rate": FloatDistribution(1e-5, 1e-2, log=True), "lora_dropout": FloatDistribution(0.0, 0.3)}
+    for i in range(12):
+        params = {"learning_rate": 10 ** (-5 + 3 * i / 11), "lora_dropout": [0.0, 0.3, 0.1][i % 3]}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=0.3 + 0.02 * i))
+    assert report.main(["--storage", storage, "--study-name", "t", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)["importances"]
+    assert list(table) == ["learning_rate", "lora_dropout"]
+    for row in table.values():
+        assert len(row["per_seed"]) == 5 and row["min"] <= row["mean"] <= row["max"]
+
+
+def test_patience_stops_the_study_and_a_rerun_does_not_go_past_it(study_args, capsys):
+    args = [a for a in study_args]
+    args[args.index("--patience") + 1] = "2"
+    assert run.main(["--trials", "1", "--variant", "lora", *args]) == 0  # the baseline
+    study = load(args)
+    for _ in range(3):
+        study.enqueue_trial(GOOD)  # the first beats the baseline significantly; the two after it tie with it
+    assert run.main(["--trials", "10", "--variant", "lora", *args]) == 0
+    out = capsys.readouterr().out
+    assert "stopped after 4 finished trials: the last 2 brought no significantly better best" in out and "--patience 0" in out
+    assert len(load(args).trials) == 4
+    assert records.StopRecord.read(load(args)) == records.StopRecord(patience=2, finished=4, best_trial=1,
+                                                                     time=records.StopRecord.read(load(args)).time)
+    assert run.main(["--trials", "10", "--variant", "lora", *args]) == 0  # the same command: it stays stopped
+    assert "stopped after 4 finished trials" in capsys.readouterr().out and len(load(args).trials) == 4
+    args[args.index("--patience") + 1] = "0"
+    assert run.main(["--trials", "6", "--variant", "lora", "--sampler", "random", *args]) == 0  # off: it runs on
+    assert len(load(args).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
+
+
+def test_final_top_2_retrains_two_and_tests_only_the_kept_one_once(study_args, capsys):
+    assert run.main(["--trials", "3", "--variant", "head", "--sampler", "random", *study_args]) == 0
+    where = ["--storage", storage_of(study_args), "--study-name", "t", "--output-dir", study_args[study_args.index("--output-dir") + 1]]
+    capsys.readouterr()
+    assert final.main([*where, "--top", "2", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    report_file = json.loads((study_dir(study_args) / "final" / "report.json").read_text())
+    candidates = report_file["candidates"]
+    best_two = [t.number for t in sorted(load(study_args).get_trials(states=(TrialState.COMPLETE,)), key=lambda t: -t.value)[:2]]
+    assert [row["trial"] for row in candidates] == best_two
+    kept = max(candidates, key=lambda row: row["retrained_val_accuracy"])["trial"]
+    assert report_file["best_trial"] == kept
+    for row in candidates:
+        assert row["optimism"] == pytest.approx(row["study_val_accuracy"] - row["retrained_val_accuracy"])
+        assert len(row["retrained_val_accuracy_per_seed"]) == 2
+    assert report_file["study_pick_optimism"] == candidates[0]["optimism"]
+    tested = re.findall(r"trial (\d+) seed (\d+): test accuracy", out)
+    assert tested == [(str(kept), "1"), (str(kept), "2")]  # the test split, once per seed of the kept trial only
+    assert out.count("testing: batch 1/") == 2
+    assert final.main([*where, "--top", "2", "--trial", "0"]) == 2  # one or the other
+
+
+def test_the_replay_bench_trains_nothing(study_args, tmp_path, capsys):
+    assert run.main(["--trials", "4", "--variant", "head", "--sampler", "random", *study_args]) == 0
+    out = tmp_path / "stopping.json"
+    # A model that does not exist: anything that trained would fail to load it.
+    assert bench.main(["--parts", "stopping", "--storage", storage_of(study_args), "--study-name", "t", "--model", "/no/such/model",
+                       "--json", str(out)]) == 0
+    replay = json.loads(out.read_text())["stopping"]
+    assert replay["finished"] == 4 and [row["patience"] for row in replay["patience"]] == [5, 10, 15]
+    for row in replay["patience"]:
+        assert not row["stops"] and row["finished_at_stop"] == 4 and row["time_saved_share"] == 0.0
+    assert len(load(study_args).trials) == 4
