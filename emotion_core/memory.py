@@ -19,13 +19,13 @@ What ``PeakMemory.peak_mib`` is:
   The count is exact (bytes asked of the allocator, not pages), so the same run gives the same figure wherever it
   runs in a process: first, after a bigger run or after a smaller one. The RSS cannot do that: a study's worker runs
   trials one after another, the allocator keeps what earlier ones freed, and a process's first run pays one-time
-  costs, so the RSS growth of identical LoRA runs ranged from 0 to 100 MiB (see tests/test_memory.py and the
-  commit that brought this). Its cost, measured on the CPU: 7% more CPU time on a SmolLM2-135M LoRA run, 17% on a
-  256-wide test model (whose operators are so small that each allocation counts).
+  costs, so the RSS growth of identical LoRA runs ranges from 0 to 100 MiB (see tests/test_memory.py). Its cost on
+  a CPU: about 7% more CPU time on a SmolLM2-135M LoRA run, 17% on a 256-wide test model (whose operators are so small
+  that each allocation counts).
 
   ``peak_mib`` is None, with the reason in ``note``, where the count cannot be made: another profiler is already
   running on the thread (a ``PeakMemory`` inside another one, or ``torch.profiler``), the build has no Kineto, or
-  the profiler's private API (``torch._C._autograd._enable_profiler``, ``experimental_event_tree``; PyTorch 2.13 here)
+  the profiler's private API (``torch._C._autograd._enable_profiler``, ``experimental_event_tree``)
   failed.
 
 ``peak_rss_mib`` is the absolute peak RSS, sampled by a thread: it is not a figure of one run, but it shows a leak

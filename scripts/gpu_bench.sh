@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bench on a lent GPU (H100/H200), with a GPT-2-124M-shaped random model built there from the real GPT-2 tokenizer,
+# The bench on a CUDA GPU (an H100 or H200), with a GPT-2-124M-shaped random model built there from the real GPT-2 tokenizer,
 # on the real emotion data. Two steps:
 #
 #   1. Here, in the repository root (a machine with PyPI):   bash scripts/gpu_bench.sh prepare
@@ -9,7 +9,7 @@
 #        .gpu/  gpt2-tokenizer/ (copy of ../shared/models/gpt2-tokenizer) and emotion/ (copy of ../shared/data/emotion)
 #      datasets 5.2 needs pyarrow >= 24; if the GPU image's is older, the run says so and stops: then run
 #      `WITH_PYARROW=1 bash scripts/gpu_bench.sh prepare` (adds a 55 MB pyarrow wheel; the carry stays under 64 MiB).
-#   2. On the GPU machine: run(command="bash scripts/gpu_bench.sh run", carry=[".whl", ".gpu"], timeout_s=540).
+#   2. On the GPU machine, in a copy of the checkout with .whl/ and .gpu/ beside it: bash scripts/gpu_bench.sh run
 #      About 5-7 minutes (the compiled trials' compile time is the unknown). The JSON files and logs come back from
 #      $OUT; the output's last lines summarise them.
 #
@@ -43,7 +43,7 @@ prepare() {
         grep -qx "$ignored" "$exclude" 2>/dev/null || echo "$ignored" >> "$exclude"
     done
     du -sh .whl .gpu
-    echo 'now: run(command="bash scripts/gpu_bench.sh run", carry=[".whl", ".gpu"], timeout_s=540)'
+    echo 'now, on the GPU machine with .whl/ and .gpu/ copied there: bash scripts/gpu_bench.sh run'
 }
 
 run() {
@@ -84,7 +84,7 @@ print("built", sys.argv[1])
 EOF
     local common=(--model "$work/gpt2-124m" --data "$data" --variant lora --max-train-samples "$train" --max-eval-samples "$eval"
                   --epochs 1 --output-dir "$work/bench-storage")
-    # The batch-512 run first: it holds the numbers the issue asks for, should the time run out during the second.
+    # The batch-512 run first: it holds the main numbers, should the time run out during the second.
     python3 -m study.bench "${common[@]}" --batch-size 512 --repeats 2 --compare-compile --parts throughput head \
         --json "$out/lora_b512.json" 2>&1 | tee "$out/lora_b512.log" || echo "the batch-512 bench failed: see lora_b512.log"
     python3 -m study.bench "${common[@]}" --batch-size 32 --repeats 2 --parts throughput --json "$out/lora_b32.json" \

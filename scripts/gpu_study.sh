@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# SmolLM2-135M LoRA studies on a lent H200, in one prepared run. NOT YET RUN ON A GPU; its CPU dry run is
-# tests/test_scripts.py::test_gpu_study_dry_run, which runs once study.final has --seeds.
+# SmolLM2-135M LoRA studies on one CUDA GPU (an H200), in one prepared run; its CPU dry run is
+# tests/test_scripts.py::test_gpu_study_dry_run.
 #
 # What it measures (files under $OUT, printed as each part ends):
 #   scaling.json  one small study (16 trials, 1 epoch over 2000 training sentences, 500 validation sentences), fresh each
@@ -13,29 +13,28 @@
 #                 gave 0.925). report.json is study.final's own report.
 #   setup.log, scaling.log, study.log (the commands' output), gpu.log (nvidia-smi dmon), errors.log (failed trials' tracebacks)
 #
-# The calls, in order. SmolLM2's 98 MB GGUF travels in two parts (a call carries 64 MiB) and the GPU machine keeps its
-# files only while it stays warm, 30 s after a call: make each call AT ONCE after the one before.
+# The steps, in order, for a GPU machine that takes at most 64 MiB per transfer and keeps its files only between
+# calls that follow each other closely (SmolLM2's 98 MB GGUF travels in two parts):
 #   0. Here, in the repository root (PyPI reachable):   bash scripts/gpu_study.sh prepare
-#   1. run(command="bash scripts/gpu_study.sh receive a", carry=[".smol/a"], timeout_s=120)
+#   1. There, with .smol/a copied beside the checkout:   bash scripts/gpu_study.sh receive a
 #      48 MiB: the GGUF's first part and the gguf wheel, into /root/smol. It prints the GPU, torch and pyarrow there and
 #      the next call: 2, or first, where pyarrow there is older than 24 (datasets 5.2 needs 24; a 55 MB wheel):
-#      run(command="bash scripts/gpu_study.sh receive p", carry=[".smol/p"], timeout_s=120)
-#   2. run(command="bash scripts/gpu_study.sh run", carry=[".smol/b", ".whl", ".gpu"], timeout_s=600)
+#      bash scripts/gpu_study.sh receive p    (with .smol/p)
+#   2. There, with .smol/b, .whl and .gpu:                bash scripts/gpu_study.sh run
 #      58 MiB: the second part, the wheels the GPU image lacks, the data. It joins and checks the GGUF, converts it to a
 #      plain HF folder, runs both parts and stops itself by GPU_STUDY_DEADLINE=540 s. A call that says the first part
 #      is missing came too late: the machine had gone back; begin again at 1.
-#   3. give_back()
-#   Device time: ~1-2 min to start, ~0.5 for call 1, ~9.5 for call 2: ~12 of the session's 15 minutes.
+#   About 10 minutes in all on the GPU.
 #
 # Sizes (each overridable by the environment variable named):
-#   GPU_STUDY_BATCH=128   One process's training step on the H200 is mostly launch overhead, not arithmetic (README:
+#   GPU_STUDY_BATCH=128   One process's training step on the H200 is mostly launch overhead, not arithmetic (docs/speed.md:
 #                         SmolLM2 LoRA at batch 64 took 40 s an epoch with its evaluations, ~0.15 s a step; GPT-2-124M at
 #                         batch 512, 3.4 s an epoch, 0.11 s a step), so fewer, bigger batches buy speed with optimizer
 #                         steps, which LoRA needs for accuracy. 128 keeps 125 steps an epoch, and memory: at ~0.7 MiB of
-#                         activations a token (README: 3952 MiB peak at batch 64) the longest batch of 128 needs ~8 GiB,
+#                         activations a token (docs/speed.md: 3952 MiB peak at batch 64) the longest batch of 128 needs ~8 GiB,
 #                         so 8 workers fit in the 139 GiB where 8 at batch 512 (the bench: 32 GiB each) would not.
 #   GPU_STUDY_EPOCHS=2    250 steps a trial, ~50 s alone (estimated from the above); 30 trials, about half of whose steps
-#                         the median pruner saves (README: 35-70 % run), are ~12 minutes of one process: ~3 minutes at the
+#                         the median pruner saves (docs/speed.md: 35-70 % run), are ~12 minutes of one process: ~3 minutes at the
 #                         hoped-for 4-5x of 8 workers. A third epoch would not leave study.final's 3 retrains (~2.5 min)
 #                         inside the run. The study stops starting trials when the time left would not hold them
 #                         (--timeout, from GPU_STUDY_DEADLINE), and says how many finished.
@@ -91,8 +90,8 @@ prepare() {
     echo "call 1 carries $(( a >> 20 )) MiB, call 2 $(( run >> 20 )) MiB (limit 64)"
     if (( a > 64 << 20 || run > 64 << 20 )); then echo "error: over 64 MiB" >&2; exit 1; fi
     echo 'now, one right after the other:'
-    echo '  run(command="bash scripts/gpu_study.sh receive a", carry=[".smol/a"], timeout_s=120)'
-    echo '  run(command="bash scripts/gpu_study.sh run", carry=[".smol/b", ".whl", ".gpu"], timeout_s=600)'
+    echo '  bash scripts/gpu_study.sh receive a    (with .smol/a beside the checkout)'
+    echo '  bash scripts/gpu_study.sh run          (with .smol/b, .whl and .gpu)'
 }
 
 receive() {
@@ -108,9 +107,9 @@ import pyarrow, torch, transformers
 print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers",
       transformers.__version__, "pyarrow", pyarrow.__version__)
 if int(pyarrow.__version__.split(".")[0]) < 24 and not glob.glob(f"{sys.argv[1]}/pyarrow-*.whl"):
-    print('NEXT: run(command="bash scripts/gpu_study.sh receive p", carry=[".smol/p"], timeout_s=120), then the run')
+    print('NEXT: bash scripts/gpu_study.sh receive p (with .smol/p), then the run')
 else:
-    print('NEXT: run(command="bash scripts/gpu_study.sh run", carry=[".smol/b", ".whl", ".gpu"], timeout_s=600)')
+    print('NEXT: bash scripts/gpu_study.sh run (with .smol/b, .whl and .gpu)')
 EOF
 }
 
@@ -157,7 +156,7 @@ import datasets, optuna, optuna_dashboard, peft, pyarrow, sqlalchemy, torch, tra
 print("python", sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__,
       "datasets", datasets.__version__, "optuna", optuna.__version__, "pyarrow", pyarrow.__version__)
 if int(pyarrow.__version__.split(".")[0]) < 24:
-    sys.exit("pyarrow < 24 here: run(command='bash scripts/gpu_study.sh receive p', carry=['.smol/p']) before the run")
+    sys.exit("pyarrow < 24 here: bash scripts/gpu_study.sh receive p (with .smol/p) before the run")
 assert torch.cuda.is_available() or os.environ.get("DRY_RUN") == "1", "no GPU visible"
 # final --seeds N (the chosen trial retrained with N seeds: mean, std and 95% CI of test accuracy) is the study's
 # result: without it the run would measure half of what it is for.
@@ -175,7 +174,7 @@ run_study() {
     shift 4
     rm -rf "$work/$name.journal" "$work"/storage/*/"$name"-*  # a fresh study each time the script runs
     started=$(now_s)
-    python3 -m study.run --variant lora --model "$model" --data "$data" --batch-size "$batch" --workers "$workers" \
+    python3 -m study.run --variant lora --model "$model" --data "$data" --batch-size "$batch" --workers "$workers" --patience 0 \
         --study-name "$name" --storage "$work/$name.journal" --output-dir "$work/storage" "$@" 2>&1 | tee -a "$log" || code=$?
     # The JSON line to the file; its summary line (stderr) shows here.
     python3 scripts/gpu_study_summary.py study "$work/$name.journal" "$name" "$(since "$started")" "$workers" "$code" >> "$lines"

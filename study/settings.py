@@ -115,6 +115,9 @@ class Budget(Settings):
                                     default_text="auto")
     labels: list[str] | None = option(None, "the label names, in id order; a label outside them is an error (default: the data's)",
                                       parse=lambda text: [name.strip() for name in text.split(",")], metavar="A,B,...")
+    evaluation: str = option("subset", "subset: the pruner's evaluations on a seeded third of the validation split (at least "
+                             f"{PRUNING_EVAL_MIN} sentences), a run's value from one evaluation on the whole split at its end; full: "
+                             "every evaluation on the whole split, a run's value the best of them", choices=EVALUATIONS)
     seed: int = option(0, "seed of the subsets, the sampler and training")
     precision: str = option("auto", "auto: frozen weights and autocast in bf16 where the machine computes in it natively (a GPU, "
                             "or a CPU with AMX or AVX512-BF16), float32 elsewhere; bf16 or fp32 force one", choices=PRECISIONS)
@@ -219,9 +222,6 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
                             "(a Pareto front, no pruning)", choices=tuple(OBJECTIVES), metavar="accuracy|accuracy,memory")
     pruner: str = option("median", "early stopping of bad trials (median: the one that kept the best trial on the bench)", choices=PRUNERS)
     sampler: str = option("tpe", "how parameters are chosen", choices=SAMPLERS)
-    evaluation: str = option("subset", "subset: the pruner's evaluations on a seeded third of the validation split (at least "
-                             f"{PRUNING_EVAL_MIN} sentences), a trial's value from one evaluation on the whole split at its end; full: "
-                             "every evaluation on the whole split, a trial's value the best of them", choices=EVALUATIONS)
     baseline: bool = option(True, "a new study's first trials are each variant's default parameters, never pruned: what tuning "
                             "bought is measured against them")
     patience: int = option(10, "stop starting trials once this many in a row finished without a significantly better best "
@@ -401,7 +401,6 @@ class BenchSettings(Sources, Budget, Storage, StudyName, Verbosity):
     trials: int = option(12, "trials of each pruning study", positive=True)
     pruning_variant: str | None = option(None, "variant of the pruning studies (default: --variant)", choices=variants.names())
     pruner: str = option("median", "the pruner to compare with none", choices=("halving", "median", "hyperband"))
-    evaluation: str = option("subset", "the evaluation scheme of the pruning studies (see emotion-study run --help)", choices=EVALUATIONS)
     threads: int | None = option(None, "CPU threads of torch, for both sides (default: torch's own choice)", positive=True)
     json: str | None = option(None, "write the numbers to this JSON file", metavar="FILE")
 

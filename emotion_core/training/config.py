@@ -52,9 +52,8 @@ class TrainConfig:
     def resolved_eval_batch_size(self) -> int:
         from emotion_core.precision import use_gpu
 
-        # On a CPU a bigger batch runs a little faster per token (SmolLM2: 494, 541, 550 tokens/s at 32, 64, 128 rows)
-        # but pads more (500 validation sentences sorted: 1.10x, 1.21x, 1.45x their tokens): 2x costs what 1x does
-        # there, and halves the per-batch overhead that dominates on tiny models.
+        # On a CPU a bigger batch runs only a little faster per token but pads more: 2x the training batch costs what
+        # 1x does there, and halves the per-batch overhead that dominates on tiny models.
         return self.eval_batch_size or (4 if use_gpu() else 2) * self.batch_size
 
     def to_dict(self) -> dict:

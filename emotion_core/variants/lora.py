@@ -30,9 +30,9 @@ class LoRA(Variant):
     name = "lora"
     summary = "low-rank adapters on the frozen base (peft LoRA)"
     Params = LoraParams
-    # lora_alpha_ratio and lora_targets are parameters, not searched: in a 30-trial study on SmolLM2-135M (README,
-    # Results) they explained 0.4-0.7% and 0% of the variance of the first evaluation's accuracy (fANOVA, 3 seeds),
-    # learning rate 95%; alpha/r scales the adapter's update much as the learning rate does.
+    # lora_alpha_ratio and lora_targets are parameters, not searched: on SmolLM2-135M they explained under 1% of the
+    # variance of the accuracy where the learning rate explained 95% (docs/results.md); alpha/r scales the adapter's
+    # update much as the learning rate does.
     space = {
         "lora_r": Choice((4, 8, 16, 32)),
         "lora_dropout": Uniform(0.0, 0.3),

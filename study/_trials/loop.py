@@ -42,8 +42,8 @@ class TrialsKeepFailing(RuntimeError):
 
 
 # A KeyboardInterrupt raised inside a storage call can leave its transaction open: a SQLite write lock that nothing
-# rolls back, on which the next write (marking the trial failed) then waited for ever (seen in 1 of 17 Ctrl-C runs, and
-# 2 more of them exited 1). A signal that comes during one is acted on when it returns.
+# rolls back, on which the next write (marking the trial failed) would wait for ever. A signal that comes during one
+# is acted on when it returns.
 _STORAGE_MODULES = ("sqlalchemy.", "optuna.storages.", "sqlite3")
 _RETRY_S = 0.05
 
