@@ -26,7 +26,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from emotion_core.errors import InputError, first_line
 from emotion_core.labels import LABELS
-from emotion_core.sources import local_path, looks_like_path
+from emotion_core.sources import local_path, looks_like_path, save_cache
 
 SPLIT_NAMES: dict[str, tuple[str, ...]] = {
     "train": ("train",),
@@ -427,13 +427,7 @@ def token_lengths(splits: Splits, tokenizer, *, cache_dir: str | os.PathLike | N
         return json.loads(path.read_text())
     lengths = {name: [len(ids) for ids in tokenizer(split["text"][:], truncation=False)["input_ids"]] for name, split in splits.items()}
     if path is not None:
-        staging = path.with_name(f".{path.name}.{os.getpid()}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staging.write_text(json.dumps(lengths))
-            os.replace(staging, path)
-        except OSError:  # a cache that cannot be written (a full disk) only costs the next run the counting
-            staging.unlink(missing_ok=True)
+        save_cache(path, lengths)
     return lengths
 
 

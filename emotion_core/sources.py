@@ -51,11 +51,19 @@ def fingerprint(source: str, cache_file: Path | None = None) -> str:
                 known[key] = hashlib.file_digest(handle, "sha256").hexdigest()
         digest.update(f"{file.relative_to(path) if file != path else file.name}:{known[key]}\n".encode())
     if cache_file is not None:
-        staging = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            staging.write_text(json.dumps(known))
-            os.replace(staging, cache_file)
-        except OSError:  # a cache that cannot be written (a full disk) only costs the next run the hashing
-            staging.unlink(missing_ok=True)
+        save_cache(cache_file, known)
     return "sha256:" + digest.hexdigest()[:20]
+
+
+def save_cache(path: Path, value) -> None:
+    """``value`` as JSON at ``path``, written beside it and renamed (a reader never sees half a file). A cache that
+    cannot be written (a full disk) only costs the next run the work it would have saved: nothing is raised."""
+    import json
+
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging.write_text(json.dumps(value))
+        os.replace(staging, path)
+    except OSError:
+        staging.unlink(missing_ok=True)

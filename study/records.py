@@ -18,7 +18,7 @@ import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # both load in a fraction of a second, which --help does not wait for
     import numpy as np
@@ -53,6 +53,25 @@ def _attrs(source: _Attrs | Mapping[str, Any]) -> Mapping[str, Any]:
 def _write(target: _Writable, values: Mapping[str, Any]) -> None:
     for key, value in values.items():
         target.set_user_attr(key, value)
+
+
+class _OneAttr:
+    """A record kept as one attr: its fields, as a dict, under KEY."""
+
+    KEY: ClassVar[str]
+
+    def write(self, target: _Writable) -> None:
+        _write(target, {self.KEY: dataclasses.asdict(self)})
+
+    @classmethod
+    def read(cls, source: _Attrs | Mapping[str, Any]):
+        attrs = _attrs(source)
+        stored = attrs.get(cls.KEY)
+        return cls._from(stored, attrs) if stored else None
+
+    @classmethod
+    def _from(cls, stored: dict, attrs: Mapping[str, Any]):
+        return cls(**stored)
 
 
 # -- study records ---------------------------------------------------------------------------------------------------
@@ -100,7 +119,7 @@ class StudyRecord:
 
 
 @dataclass(frozen=True)
-class FinalRecord:
+class FinalRecord(_OneAttr):
     """The study's final model (``emotion-study final``): the trial it retrained, its files' artifact ids, when, and
     its test accuracy over seeds."""
 
@@ -111,16 +130,10 @@ class FinalRecord:
     test_accuracy_ci95: list[float] | None = None
     test_macro_f1: float | None = None
     seeds: list[int] = field(default_factory=list)
-
-    def write(self, study: _Writable) -> None:
-        _write(study, {"final": dataclasses.asdict(self)})
+    KEY: ClassVar[str] = "final"
 
     @classmethod
-    def read(cls, study: _Attrs | Mapping[str, Any]) -> FinalRecord | None:
-        attrs = _attrs(study)
-        stored = attrs.get("final")
-        if not stored:
-            return None
+    def _from(cls, stored: dict, attrs: Mapping[str, Any]) -> FinalRecord:
         # Layout 1 kept the test numbers as study attrs of their own.
         legacy = {key: attrs[key] for key in ("test_accuracy", "test_accuracy_ci95", "test_macro_f1", "seeds") if key in attrs}
         known = {f.name for f in dataclasses.fields(cls)}
@@ -128,7 +141,7 @@ class FinalRecord:
 
 
 @dataclass(frozen=True)
-class StopRecord:
+class StopRecord(_OneAttr):
     """Why the study stopped starting trials before --trials: ``patience`` trials in a row finished without a
     significant new best; ``finished`` trials had finished then, the best being trial ``best_trial``."""
 
@@ -136,14 +149,7 @@ class StopRecord:
     finished: int
     best_trial: int | None
     time: str
-
-    def write(self, study: _Writable) -> None:
-        _write(study, {"stop": dataclasses.asdict(self)})
-
-    @classmethod
-    def read(cls, study: _Attrs | Mapping[str, Any]) -> StopRecord | None:
-        stored = _attrs(study).get("stop")
-        return cls(**stored) if stored else None
+    KEY: ClassVar[str] = "stop"
 
 
 # -- trial records ---------------------------------------------------------------------------------------------------
@@ -192,7 +198,7 @@ class TrialStart:
 
 
 @dataclass(frozen=True)
-class Worker:
+class Worker(_OneAttr):
     """The process that runs a trial: enough to tell, from another process, whether it is still alive (boot id and PID
     namespace say whether this machine can see it; the PID and its start time whether it is gone or was reused)."""
 
@@ -202,62 +208,45 @@ class Worker:
     pid: int
     started: float
     trial: int | None  # a retry inherits its origin's attrs: the trial number says whose identity this is
-
-    def write(self, trial: _Writable) -> None:
-        _write(trial, {"worker": dataclasses.asdict(self)})
+    KEY: ClassVar[str] = "worker"
 
     @classmethod
-    def read(cls, trial: _Attrs | Mapping[str, Any]) -> Worker | None:
-        stored = _attrs(trial).get("worker")
-        if not isinstance(stored, dict):
-            return None
-        try:
-            return cls(**{f.name: stored.get(f.name) for f in dataclasses.fields(cls)})
-        except TypeError:
-            return None
+    def _from(cls, stored: dict, attrs: Mapping[str, Any]) -> Worker | None:
+        return cls(**{f.name: stored.get(f.name) for f in dataclasses.fields(cls)}) if isinstance(stored, dict) else None
 
     def where(self) -> str:
         return f"host {self.host} pid {self.pid}"
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(_OneAttr):
     """A trial's newest checkpoint in the artifact store (a retry inherits the pointer and continues from it)."""
 
     artifact_id: str
     folder: str  # checkpoint-<step>
     trial: int
 
+    KEY: ClassVar[str] = "checkpoint"
+
     @property
     def step(self) -> int:
         return int(self.folder.rsplit("-", 1)[1])
 
-    def write(self, trial: _Writable) -> None:
-        _write(trial, {"checkpoint": dataclasses.asdict(self)})
-
-    @classmethod
-    def read(cls, trial: _Attrs | Mapping[str, Any]) -> Checkpoint | None:
-        stored = _attrs(trial).get("checkpoint")
-        return cls(**stored) if stored else None
-
 
 @dataclass(frozen=True)
-class Retry:
+class Retry(_OneAttr):
     """The trial this one continues (``of``), the whole chain of trials before it, oldest first, and why."""
 
     of: int
     history: list[int]
     reason: str | None = None
-
-    def write(self, trial: _Writable) -> None:
-        _write(trial, {"retry": dataclasses.asdict(self)})
+    KEY: ClassVar[str] = "retry"
 
     @classmethod
     def read(cls, trial: _Attrs | Mapping[str, Any]) -> Retry | None:
         attrs = _attrs(trial)
-        stored = attrs.get("retry")
-        if stored:
-            return cls(**stored)
+        if attrs.get(cls.KEY):
+            return cls(**attrs[cls.KEY])
         if "retry_of" in attrs:  # layout 1
             return cls(of=attrs["retry_of"], history=[attrs["retry_of"]], reason=attrs.get("retried_because"))
         return None
@@ -377,7 +366,7 @@ def retry_attrs(trial: FrozenTrial, reason: str | None) -> dict[str, Any]:
     kept = {key: attrs[key] for key in ("variant", "baseline", "checkpoint") if key in attrs}
     before = Retry.read(trial)
     retry = Retry(of=trial.number, history=[*(before.history if before else []), trial.number], reason=reason)
-    return {**kept, "retry": dataclasses.asdict(retry)}
+    return {**kept, Retry.KEY: dataclasses.asdict(retry)}
 
 
 def as_retry(trial: FrozenTrial, reason: str | None) -> FrozenTrial:
