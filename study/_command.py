@@ -12,6 +12,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass
+from pathlib import Path
 from typing import Any
 
 from emotion_core.errors import InputError
@@ -126,7 +127,9 @@ class Command:
             print("interrupted", file=sys.stderr)
             return 130
         except Exception as error:
-            return _errors.report(error, _INVOCATION, verbose=bool(getattr(args, "verbose", False)))
+            output = getattr(args, "output_dir", None)  # where the command writes: its log too, study or not
+            return _errors.report(error, _INVOCATION, verbose=bool(getattr(args, "verbose", False)),
+                                  log_folder=Path(output) / "logs" if output else None)
 
 
 _INVOCATION: list[str] = ["emotion-study"]

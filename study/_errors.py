@@ -15,7 +15,7 @@ from emotion_core.errors import InputError, first_line
 from study._urls import redact
 
 LOG_NAME = "errors.log"
-DEFAULT_LOG_FOLDER = Path("storage") / "logs"
+DEFAULT_LOG_FOLDER = Path("storage") / "logs"  # for an error before a command knows its output folder
 
 
 class UsageError(InputError):
@@ -66,10 +66,10 @@ def logged_to(folder: Path, batch_size: int | None = None) -> Iterator[None]:
         raise
 
 
-def report(error: Exception, command_line: list[str], verbose: bool) -> int:
+def report(error: Exception, command_line: list[str], verbose: bool, log_folder: Path | None = None) -> int:
     """An unexpected error of a command (``command_line``: emotion-study final ...): one line naming it and its log
-    (the traceback too with --verbose); exit 1."""
-    folder = getattr(error, "emotion_log_folder", DEFAULT_LOG_FOLDER)
+    (the traceback too with --verbose); exit 1. The log is the study's, else ``log_folder``."""
+    folder = getattr(error, "emotion_log_folder", None) or log_folder or DEFAULT_LOG_FOLDER
     command = shlex.join(command_line)
     try:
         where = f"traceback in {append_traceback(folder, command, error)}"
