@@ -87,6 +87,7 @@ def summarize(study: optuna.Study) -> dict:
         "gain_over_baseline": gain.as_dict() if gain is not None else None,
         "gain_note": gain_note,
         "tied_with_best": tied,
+        "tied_count": len(tied),
         "importances": table,
         "importances_note": importance_note,
         "spread": spread(study),
