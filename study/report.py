@@ -142,7 +142,7 @@ def run_report(settings: ReportSettings) -> int:
     if settings.plots:
         from study._show.plots import save_plots
 
-        written = save_plots(study, Path(settings.plots), summary["importances"] is not None, steps_per_epoch(study))
+        written = save_plots(study, Path(settings.plots), summary["importances"], steps_per_epoch(study))
         print(f"\nplots: {', '.join(str(p) for p in written) or 'none (no completed trial)'}", file=side)
     if records.FinalRecord.read(study) is None:  # final's note holds its own report, which the summary would replace
         save_note(study)

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from study._show import plots
 from study._studies import pareto_front
+from study._tuning import importances
 from study.report import steps_per_epoch
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -125,15 +126,19 @@ def test_pareto_front_is_called_so(stored_study):
     assert [text.get_text() for text in axes.texts] == [f"#{t.number} {t.user_attrs['variant']}" for t in expected]
 
 
-def test_importances_axes_say_what_they_show(stored_study):
-    figure = plots.importances_figure(stored_study)
+def test_importances_plot_shows_the_reports_numbers(stored_study):
+    table, _ = importances(stored_study)
+    figure = plots.importances_figure(stored_study, table)
     axes = figure.axes[0]
     assert axes.get_xlabel().startswith("importance for validation accuracy") and axes.get_ylabel() == "parameter"
-    assert sorted(label.get_text() for label in axes.get_yticklabels()) == ["learning_rate", "weight_decay"]
+    bars = {label.get_text(): bar.get_width() for label, bar in zip(axes.get_yticklabels(), axes.patches)}
+    assert bars == pytest.approx({name: row["mean"] for name, row in table.items()})
+    assert [text.get_text() for text in axes.texts][::-1] == [f"{row['mean']:.2f} ({row['min']:.2f}-{row['max']:.2f})"
+                                                              for row in table.values()]
 
 
 def test_save_plots_writes_the_four_plots(stored_study, tmp_path):
-    written = plots.save_plots(stored_study, tmp_path / "plots", True, STEPS_PER_EPOCH)
+    written = plots.save_plots(stored_study, tmp_path / "plots", importances(stored_study)[0], STEPS_PER_EPOCH)
     assert {p.name for p in written} >= {"optimization_history.png", "intermediate_values.png", "param_importances.png",
                                          "pareto_accuracy_memory.png"}
     assert all(p.read_bytes()[:8] == PNG for p in written if p.suffix == ".png")
@@ -167,3 +172,12 @@ def test_confusion_matrix_title_says_the_training_budget(labels, tmp_path):
     assert [t.get_text() for t in axes.get_xticklabels()] == labels == [t.get_text() for t in axes.get_yticklabels()]
     path = plots.save_confusion_matrix(report, tmp_path / "cm.png")
     assert path.read_bytes()[:8] == PNG
+
+
+def test_trials_at_one_point_of_the_front_share_one_label(tmp_path):
+    study = optuna.create_study(study_name="gpt2-lora", storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    for value, memory in [(0.75, 1065.0), (0.75, 1065.0), (0.78, 1083.0), (0.40, 1083.0)]:
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"variant": "lora", "peak_memory_mib": memory},
+                                                  params={"weight_decay": 0.05}, distributions={"weight_decay": SPACE["weight_decay"]}))
+    axes = plots.pareto_figure(study).axes[0]
+    assert sorted(text.get_text() for text in axes.texts) == ["#0 lora, #1 lora", "#2 lora"]

@@ -3,16 +3,14 @@ memory), the final model's confusion matrix, and compare's bar chart. PNG throug
 
 The optimization history, the intermediate values and the Pareto front are drawn here from the stored trials, PNG
 only (not Optuna's plotly plots): Optuna's versions leave out pruned trials, count
-in optimizer steps, put one legend entry per trial and call the front "Best Trial". The param importances stay
-Optuna's plot with our axis labels, and also HTML where plotly is installed. Each ``*_figure`` function returns the
+in optimizer steps, put one legend entry per trial and call the front "Best Trial". The param importances are the
+report's (Optuna's fANOVA over several seeds, with their range), not one forest's draw. Each ``*_figure`` function returns the
 figure (or None when there is nothing to draw) so that tests can read what it shows; ``save_plots`` saves and closes.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
-import warnings
 from itertools import accumulate
 from pathlib import Path
 
@@ -126,20 +124,25 @@ def intermediate_figure(study: optuna.Study, steps_per_epoch: int | None):
     return figure
 
 
-def importances_figure(study: optuna.Study):
-    """Optuna's param importances plot for validation accuracy, with axis labels that say what the bars are."""
+def importances_figure(study: optuna.Study, importances: dict[str, dict]):
+    """The report's parameter importances (``study._tuning.importances``): each parameter's mean over the fANOVA seeds
+    as a bar, their range as its error bar, so that the plot and the report's numbers are the same."""
     plt = _pyplot()
-    # Optuna switches pyplot to its ggplot style for good (plt.style.use); the rc_context keeps that to this figure.
-    with warnings.catch_warnings(), plt.rc_context():
-        warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
-        axes = optuna.visualization.matplotlib.plot_param_importances(study, target=lambda t: t.values[0], target_name=ACCURACY)
+    names = list(importances)[::-1]  # most important at the top
+    means = [importances[name]["mean"] for name in names]
+    below = [importances[name]["mean"] - importances[name]["min"] for name in names]
+    above = [importances[name]["max"] - importances[name]["mean"] for name in names]
+    figure, axes = plt.subplots(figsize=SIZE)
+    axes.barh(names, means, xerr=[below, above], color="tab:blue", ecolor="black", capsize=4)
+    for row, name in enumerate(names):
+        axes.annotate(f"{importances[name]['mean']:.2f} ({importances[name]['min']:.2f}-{importances[name]['max']:.2f})",
+                      (importances[name]["max"], row), textcoords="offset points", xytext=(6, 0), va="center", fontsize=9)
+    seeds = len(next(iter(importances.values()))["per_seed"])
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    axes.set_title("", loc="left")  # Optuna's "Hyperparameter Importances", which would overlap ours
-    axes.set(xlabel=f"importance for {ACCURACY} (fANOVA; the bars sum to 1)", ylabel="parameter",
+    axes.set_xlim(0, min(1.0, max(row["max"] for row in importances.values()) * 1.25 + 0.05))
+    axes.set(xlabel=f"importance for {ACCURACY} (fANOVA: mean over {seeds} seeds, bar: their range)", ylabel="parameter",
              title=f"{study.study_name}: parameter importances ({complete} completed trials)")
-    axes.get_legend().remove()  # one entry, the target's name, which the x label says
-    figure = axes.figure
-    figure.set_size_inches(*SIZE)
+    axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     return figure
 
@@ -161,11 +164,14 @@ def pareto_figure(study: optuna.Study):
     axes.plot([t.values[0] for t in front], [t.values[1] for t in front], color=BEST_COLOR, marker="o", linestyle="--",
               label="Pareto front", zorder=3)
     middle = (min(t.values[0] for t in complete) + max(t.values[0] for t in complete)) / 2
+    at_point: dict[tuple[float, float], list[str]] = {}  # trials of the same accuracy and memory share one label
     for trial in front:
         original = originals[trial.number]  # its number is the one final --trial takes
-        number, variant = original.number, records.TrialStart.read(original).variant
-        right = trial.values[0] <= middle  # a label goes toward the middle, so that it stays inside the axes
-        axes.annotate(f"#{number}" + (f" {variant}" if variant else ""), (trial.values[0], trial.values[1]), fontsize=8,
+        variant = records.TrialStart.read(original).variant
+        at_point.setdefault((trial.values[0], trial.values[1]), []).append(f"#{original.number}" + (f" {variant}" if variant else ""))
+    for (accuracy, memory), names in at_point.items():
+        right = accuracy <= middle  # a label goes toward the middle, so that it stays inside the axes
+        axes.annotate(", ".join(names), (accuracy, memory), fontsize=8,
                       textcoords="offset points", xytext=(6 if right else -6, -10), ha="left" if right else "right")
     axes.margins(0.08)  # room below the lowest point's label
     axes.set(xlabel=ACCURACY, ylabel=MEMORY, title=f"{study.study_name}: accuracy vs peak memory (#trial variant)")
@@ -175,16 +181,15 @@ def pareto_figure(study: optuna.Study):
     return figure
 
 
-def save_plots(study: optuna.Study, folder: Path, has_importances: bool, steps_per_epoch: int | None) -> list[Path]:
-    """Optimization history, intermediate values, param importances (when ``has_importances``) and the
-    accuracy-vs-memory Pareto front as PNG; the importances also as HTML where plotly is installed. Plots without
-    data are skipped. ``steps_per_epoch`` turns the optimizer steps trials report at into epochs."""
+def save_plots(study: optuna.Study, folder: Path, importances: dict[str, dict] | None, steps_per_epoch: int | None) -> list[Path]:
+    """Optimization history, intermediate values, param importances (the report's, when computed) and the
+    accuracy-vs-memory Pareto front as PNG. Plots without data are skipped. ``steps_per_epoch`` turns the optimizer steps trials report at into epochs."""
     plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     figures = {
         "optimization_history": history_figure(study),
         "intermediate_values": intermediate_figure(study, steps_per_epoch),
-        "param_importances": importances_figure(study) if has_importances else None,
+        "param_importances": importances_figure(study, importances) if importances else None,
         "pareto_accuracy_memory": pareto_figure(study),
     }
     written = []
@@ -193,10 +198,6 @@ def save_plots(study: optuna.Study, folder: Path, has_importances: bool, steps_p
             figure.savefig(folder / f"{name}.png", dpi=100)
             plt.close(figure)
             written.append(folder / f"{name}.png")
-    if has_importances and importlib.util.find_spec("plotly") is not None:
-        html = optuna.visualization.plot_param_importances(study, target=lambda t: t.values[0], target_name=ACCURACY)
-        html.write_html(str(folder / "param_importances.html"))
-        written.append(folder / "param_importances.html")
     return written
 
 
