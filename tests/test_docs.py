@@ -112,6 +112,15 @@ def test_every_cited_file_and_module_exists():
     assert not missing, missing
 
 
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+
+
+def test_every_linked_file_exists():
+    missing = [f"{path.relative_to(ROOT)}: {target}" for path in DOCS for target in LINK.findall(path.read_text())
+               if "://" not in target and not (path.parent / target).exists()]
+    assert not missing, missing
+
+
 def test_the_readme_is_a_manual_of_at_most_250_lines():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 250
 
