@@ -4,8 +4,9 @@ memory), the final model's confusion matrix, and compare's bar chart. PNG throug
 The optimization history, the intermediate values and the Pareto front are drawn here from the stored trials, PNG
 only (not Optuna's plotly plots): Optuna's versions leave out pruned trials, count
 in optimizer steps, put one legend entry per trial and call the front "Best Trial". The param importances are the
-report's (Optuna's fANOVA over several seeds, with their range), not one forest's draw. Each ``*_figure`` function returns the
-figure (or None when there is nothing to draw) so that tests can read what it shows; ``save_plots`` saves and closes.
+report's (Optuna's fANOVA over several seeds, with their range), not one forest's draw. Each ``*_figure`` function
+returns the figure (or None when there is nothing to draw) so that tests can read what it shows; ``save_plots`` saves
+and closes.
 """
 
 from __future__ import annotations
@@ -129,17 +130,16 @@ def importances_figure(study: optuna.Study, importances: dict[str, dict]):
     as a bar, their range as its error bar, so that the plot and the report's numbers are the same."""
     plt = _pyplot()
     names = list(importances)[::-1]  # most important at the top
-    means = [importances[name]["mean"] for name in names]
-    below = [importances[name]["mean"] - importances[name]["min"] for name in names]
-    above = [importances[name]["max"] - importances[name]["mean"] for name in names]
+    rows = [importances[name] for name in names]
     figure, axes = plt.subplots(figsize=SIZE)
-    axes.barh(names, means, xerr=[below, above], color="tab:blue", ecolor="black", capsize=4)
-    for row, name in enumerate(names):
-        axes.annotate(f"{importances[name]['mean']:.2f} ({importances[name]['min']:.2f}-{importances[name]['max']:.2f})",
-                      (importances[name]["max"], row), textcoords="offset points", xytext=(6, 0), va="center", fontsize=9)
-    seeds = len(next(iter(importances.values()))["per_seed"])
+    axes.barh(names, [row["mean"] for row in rows], color="tab:blue", ecolor="black", capsize=4,
+              xerr=[[row["mean"] - row["min"] for row in rows], [row["max"] - row["mean"] for row in rows]])
+    for position, row in enumerate(rows):
+        axes.annotate(f"{row['mean']:.2f} ({row['min']:.2f}-{row['max']:.2f})", (row["max"], position),
+                      textcoords="offset points", xytext=(6, 0), va="center", fontsize=9)
+    seeds = len(rows[0]["per_seed"])
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    axes.set_xlim(0, min(1.0, max(row["max"] for row in importances.values()) * 1.25 + 0.05))
+    axes.set_xlim(0, min(1.0, max(row["max"] for row in rows) * 1.25 + 0.05))
     axes.set(xlabel=f"importance for {ACCURACY} (fANOVA: mean over {seeds} seeds, bar: their range)", ylabel="parameter",
              title=f"{study.study_name}: parameter importances ({complete} completed trials)")
     axes.grid(axis="x", alpha=0.3)
@@ -183,7 +183,8 @@ def pareto_figure(study: optuna.Study):
 
 def save_plots(study: optuna.Study, folder: Path, importances: dict[str, dict] | None, steps_per_epoch: int | None) -> list[Path]:
     """Optimization history, intermediate values, param importances (the report's, when computed) and the
-    accuracy-vs-memory Pareto front as PNG. Plots without data are skipped. ``steps_per_epoch`` turns the optimizer steps trials report at into epochs."""
+    accuracy-vs-memory Pareto front as PNG. Plots without data are skipped. ``steps_per_epoch`` turns the optimizer
+    steps trials report at into epochs."""
     plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     figures = {
