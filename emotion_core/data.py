@@ -4,8 +4,9 @@ A local folder holds one file per split: ``train``, ``validation`` (or ``val``) 
 ``.txt`` (the original ``text;label`` lines), ``.csv``, ``.jsonl`` or ``.parquet`` (``text`` and ``label``
 columns). Labels may be names or ids. A folder without such files is read by ``datasets.load_dataset``, as a copy of
 a hub data set's repository is. The label names come from the data: the data set's ``ClassLabel`` names, or else the
-names in the train split (see :func:`label_names`). Every problem is a :class:`DataError` whose message names the
-file and the line, so that a CLI can print it and exit with code 2.
+names in the train split (see :func:`label_names`). Every text and label is read through
+:func:`emotion_core.text.normalize_text`, whatever its format or line endings. Every problem is a :class:`DataError`
+whose message names the file and the line, so that a CLI can print it and exit with code 2.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from emotion_core.errors import InputError, first_line
 from emotion_core.labels import LABELS
 from emotion_core.sources import local_path, looks_like_path, save_cache
+from emotion_core.text import normalize_text
 
 SPLIT_NAMES: dict[str, tuple[str, ...]] = {
     "train": ("train",),
@@ -82,7 +84,7 @@ def label_value(value: object, where: str) -> int | str:
         raise DataError(f"{where}: label {value!r} is neither a name nor an integer id")
     if isinstance(value, (numbers.Integral, float)):
         return int(value)
-    text = str(value).strip()
+    text = normalize_text(str(value))
     if not text:
         raise DataError(f"{where}: empty label")
     return int(text) if text.isdigit() else text
@@ -168,16 +170,17 @@ def _from_rows(rows: dict[str, list[Row]], train: str, given: tuple[str, ...] | 
 
 def _read_txt(path: Path) -> list[Row]:
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is no part of the first line
         for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
+            line = normalize_text(line)
+            if not line:
                 continue
             where = f"{path}:{number}"
             if ";" not in line:
                 raise DataError(f"{where}: expected 'text;label', found no ';' in {line[:60]!r}")
             text, label = line.rsplit(";", 1)
-            if not text.strip():
+            text = normalize_text(text)
+            if not text:
                 raise DataError(f"{where}: empty text before ';'")
             rows.append((where, text, label_value(label, where)))
     return rows
@@ -189,7 +192,7 @@ def _read_records(path: Path) -> list[tuple[str, dict]]:
 
     if path.suffix == ".jsonl":
         records = []
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -202,7 +205,7 @@ def _read_records(path: Path) -> list[tuple[str, dict]]:
                 records.append((f"{path}:{number}", record))
         return records
     try:
-        frame = pd.read_csv(path, keep_default_na=False) if path.suffix == ".csv" else pd.read_parquet(path)
+        frame = pd.read_csv(path, keep_default_na=False, encoding="utf-8-sig") if path.suffix == ".csv" else pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         return []
     except Exception as error:  # pandas and pyarrow raise many types for a corrupt file
@@ -225,7 +228,8 @@ def read_rows(path: Path) -> list[Row]:
             rows = []
             for where, record in _read_records(path):
                 text = record.get("text")
-                if not isinstance(text, str) or not text.strip():
+                text = normalize_text(text) if isinstance(text, str) else None
+                if not text:
                     raise DataError(f"{where}: 'text' is missing or empty")
                 if "label" not in record or record["label"] is None:
                     raise DataError(f"{where}: 'label' is missing")
@@ -294,6 +298,10 @@ def _load_folder(folder: Path) -> DatasetDict:
         ) from error
 
 
+def _normalized(batch: dict) -> dict:
+    return {"text": [normalize_text(text) if isinstance(text, str) else text for text in batch["text"]]}
+
+
 def _from_datasets(loaded: DatasetDict, source: str, given: tuple[str, ...] | None = None):
     """Our three splits, the label names and notes from what ``datasets.load_dataset`` read (a hub id or a folder)."""
     from datasets import ClassLabel
@@ -307,7 +315,8 @@ def _from_datasets(loaded: DatasetDict, source: str, given: tuple[str, ...] | No
         if "text" not in dataset.column_names or "label" not in dataset.column_names:
             columns = ", ".join(dataset.column_names)
             raise DataError(f"data set {source!r} split {name!r} lacks 'text' and 'label' columns (it has {columns})")
-        chosen[split] = (name, dataset.select_columns(["text", "label"]))
+        chosen[split] = (name, dataset.select_columns(["text", "label"]).map(_normalized, batched=True, keep_in_memory=True,
+                                                                              desc=f"reading {name}"))
     feature = chosen["train"][1].features["label"]
     rows: dict[str, list[Row]] = {}
     if isinstance(feature, ClassLabel):  # the data set's own names and ids (dair-ai/emotion: sadness 0 ... surprise 5)

@@ -1,11 +1,13 @@
 import dataclasses
 import json
+import unicodedata
 
 import pandas as pd
 import pytest
 
 from emotion_core.data import DataError, load_splits, tokenize_splits
 from emotion_core.labels import LABEL2ID, LABELS
+from emotion_core.text import normalize_text
 from tests.synthetic import SENTIMENT_WORDS, sentences, write_hub_folder, write_txt_folder
 
 
@@ -197,3 +199,57 @@ def test_a_folder_that_datasets_cannot_read_is_a_data_error(tmp_path):
     pd.DataFrame({"text": ["i feel great", "i feel awful"], "label": ["positive", "negative"]}).to_parquet(only_train / "data.parquet")
     with pytest.raises(DataError, match="has no validation split"):
         load_splits(str(only_train))
+
+
+# -- one normalisation of every text ---------------------------------------------------------------------------------
+
+ACCENTED = {**ROWS, "train": [*ROWS["train"], ("the café made me feel happy", "joy")]}
+
+
+def saved(folder, extension, style):
+    """ACCENTED saved as ``style``: "lf" (plain UTF-8 and LF), "crlf" (Windows line endings, or a trailing CR where a
+    format has no lines) or "bom" (a byte-order mark, CRLF, and accents decomposed, NFD)."""
+    crlf = style != "lf"
+
+    def text(value):
+        value = unicodedata.normalize("NFD", value) if style == "bom" else value
+        return ("\ufeff" if style == "bom" else "") + value + ("\r\n" if crlf else "") if extension in ("parquet", "hub") else value
+
+    rows = {split: [(text(t), label) for t, label in split_rows] for split, split_rows in ACCENTED.items()}
+    if extension == "hub":
+        return write_hub_folder(folder, list(LABELS), rows)
+    folder.mkdir(parents=True)
+    for split, split_rows in rows.items():
+        path = folder / f"{split}.{extension}"
+        if extension == "parquet":
+            pd.DataFrame({"text": [t for t, _ in split_rows], "label": [label for _, label in split_rows]}).to_parquet(path)
+            continue
+        if extension == "txt":
+            lines = [f"{t};{label}" for t, label in split_rows]
+        elif extension == "csv":
+            lines = pd.DataFrame({"text": [t for t, _ in split_rows], "label": [l for _, l in split_rows]}).to_csv(index=False).splitlines()
+        else:
+            lines = [json.dumps({"text": t, "label": label}, ensure_ascii=False) for t, label in split_rows]
+        content = ("\r\n" if crlf else "\n").join(lines) + ("\r\n" if crlf else "\n")
+        path.write_bytes((("\ufeff" if style == "bom" else "") + content).encode())
+    return folder
+
+
+@pytest.mark.parametrize("extension", ["txt", "csv", "jsonl", "parquet", "hub"])
+def test_windows_line_endings_a_bom_and_decomposed_accents_give_the_same_tokens(tmp_path, tokenizer, extension):
+    cache = tmp_path / "cache"
+    plain = load_splits(str(saved(tmp_path / "lf", extension, "lf")))
+    assert "the café made me feel happy" in plain.train["text"]
+    expected = tokenize_splits(plain, tokenizer, cache_dir=cache)
+    for style in ("crlf", "bom"):
+        splits = load_splits(str(saved(tmp_path / style, extension, style)))
+        assert splits.train["text"] == plain.train["text"] and splits.fingerprint() == plain.fingerprint()
+        fresh = tokenize_splits(splits, tokenizer)  # tokenized again, not read from the cache
+        assert fresh.key == expected.key  # the cache is keyed by the normalised texts: no key holds texts as saved
+        for name in ("train", "validation", "test"):
+            assert getattr(fresh, name)["input_ids"] == getattr(expected, name)["input_ids"]
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_normalize_text():
+    assert normalize_text("\ufeff  cafe\u0301 one\r\ntwo\rthree \r\n") == "café one\ntwo\nthree"
