@@ -13,21 +13,23 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
+from emotion_core.text import normalize_text
 from study._command import Command
 from study._errors import UsageError, logged_to
 from study.settings import PredictSettings
 
 
 def sentences(settings: PredictSettings) -> list[str]:
-    """The sentences to classify: the arguments, else stdin's lines. An empty one is refused: a model given no text
-    has nothing to classify, and its answer would be the head's bias."""
+    """The sentences to classify, normalised as the training texts were: the arguments, else stdin's lines (LF or CRLF).
+    An empty one is refused: a model given no text has nothing to classify, and its answer would be the head's bias."""
     if settings.texts:
-        empty = [i for i, text in enumerate(settings.texts, start=1) if not text.strip()]
+        texts = [normalize_text(text) for text in settings.texts]
+        empty = [i for i, text in enumerate(texts, start=1) if not text]
         if empty:
             raise UsageError(f"sentence {empty[0]} of the arguments is empty: there is nothing in it to classify; "
                              "pass sentences with words in them")
-        return list(settings.texts)
-    texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        return texts
+    texts = [text for text in map(normalize_text, sys.stdin.read().splitlines()) if text]
     if not texts:
         raise UsageError("no sentence to classify: pass them as arguments or one per line on stdin")
     return texts

@@ -48,6 +48,18 @@ def test_predict_reads_stdin(finished_study, capsys, monkeypatch):
     assert [text for _, _, text in rows] == ["i feel happy", "the exam made me feel scared"]
 
 
+def test_windows_line_endings_and_a_bom_change_no_prediction(finished_study, capsys, monkeypatch):
+    where = ["--storage", finished_study["storage"], "--study-name", "done", "--output-dir", finished_study["output_dir"]]
+    lines = ["i feel happy", "the exam made me feel scared", "since the trip i have been lonely"]
+    answers = []
+    for stdin in ("\n".join(lines) + "\n", "\r\n".join(lines) + "\r\n", "\ufeff" + "\r\n".join(lines) + "\r\n"):
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin, newline=""))  # newline="": the \r reaches predict, as from a pipe
+        answers.append(predictions(capsys, where))
+    answers.append(predictions(capsys, [*where, *(f"{line}\r" for line in lines)]))
+    assert [text for _, _, text in answers[0]] == lines  # printed as given, without a \r or a BOM
+    assert all(answer == answers[0] for answer in answers)
+
+
 def test_predict_without_a_final_model_exits_2(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     assert predict.main(["--storage", storage, "--output-dir", str(tmp_path), "i feel fine"]) == 2
