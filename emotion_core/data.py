@@ -58,7 +58,7 @@ class Splits:
     validation: Dataset
     test: Dataset
     source: str
-    labels: tuple[str, ...] = LABELS  # the label names, by id
+    labels: tuple[str, ...]  # the label names, by id: the data's or the user's (--labels)
     notes: tuple[str, ...] = ()  # what looks odd but is allowed (a train label that validation and test lack)
 
     def items(self) -> list[tuple[str, Dataset]]:
@@ -91,14 +91,22 @@ def label_value(value: object, where: str) -> int | str:
 
 
 def label_names(train: list[Row]) -> tuple[str, ...]:
-    """The label names, by id, that the train split's rows give."""
+    """The label names, by id, that the train split's rows give; integer ids alone are named by themselves ("0", "1",
+    ...), and must then run from 0 without a gap."""
     names = {label for _, _, label in train if isinstance(label, str)}
-    if not names or names == set(LABELS):
-        # Integer ids alone, or exactly the six emotion names: the default data set's labels in its own order (its ids).
+    if names == set(LABELS):  # exactly the six emotion names: the emotion data set's own order (its ids)
         return LABELS
-    # Sorted by code point (not by locale, not by first appearance): the same names get the same ids on every machine,
-    # whatever the row order or the file format.
-    return tuple(sorted(names))
+    if names:
+        # Sorted by code point (not by locale, not by first appearance): the same names get the same ids on every
+        # machine, whatever the row order or the file format.
+        return tuple(sorted(names))
+    ids = {label for _, _, label in train}
+    gap = min(set(range(max(ids) + 1)) - ids, default=None)
+    if gap is not None:
+        where, label = next((where, label) for where, _, label in train if label > gap)
+        raise DataError(f"{where}: unknown label '{label}': integer labels are ids 0, 1, 2, ...; the train split has no label {gap}: "
+                        "write the label names, or name every id in order with --labels")
+    return tuple(map(str, sorted(ids)))
 
 
 def label_ids(rows: list[Row], names: tuple[str, ...], train: str) -> list[int]:
@@ -124,18 +132,19 @@ def check_rare_labels(train: list[Row], names: tuple[str, ...]) -> None:
     """A label that the train split holds far less often than the others (fewer than RARE_COUNT times or under
     RARE_SHARE of the split, and at most 1/RARE_RATIO of the others' median) is most likely misspelled: a DataError at
     its first file:line."""
-    counts = Counter(label for _, _, label in train if isinstance(label, str))
+    named = [label for _, _, label in train if isinstance(label, str)]
+    counts = Counter(named or [str(label) for _, _, label in train])  # integer ids alone: the ids are the names
     for name, count in sorted(counts.items(), key=lambda item: item[1]):
         others = sorted(c for n, c in counts.items() if n != name)
         few = count < RARE_COUNT or count < RARE_SHARE * len(train)
         if not (few and others and count * RARE_RATIO <= others[len(others) // 2]):
             break
-        where = next(w for w, _, label in train if label == name)
+        where = next(w for w, _, label in train if str(label) == name)
         rarest = min((n for n in counts if n != name), key=counts.get)
         raise DataError(
             f"{where}: label {name!r} occurs {count} time(s) in the {len(train)} training examples, the rarest other label "
             f"({rarest!r}) {counts[rarest]} times: a misspelled label? Correct it, or accept it by naming every label in id "
-            f"order: --labels {','.join(sorted(counts))}"
+            f"order: --labels {','.join(names)}"
         )
 
 
@@ -165,7 +174,11 @@ def _from_rows(rows: dict[str, list[Row]], train: str, given: tuple[str, ...] | 
         raise DataError(f"{train}: every example has the label {names[0]!r}; a classifier needs two labels or more")
     ids = {split: label_ids(split_rows, names, train) for split, split_rows in rows.items()}
     splits = {split: Dataset.from_dict({"text": [text for _, text, _ in split_rows], "label": ids[split]}) for split, split_rows in rows.items()}
-    return splits, names, label_notes(rows, names, ids)
+    notes = label_notes(rows, names, ids)
+    if given is None and not any(isinstance(label, str) for _, _, label in rows["train"]):
+        notes += (f"note: the labels are the integers {', '.join(names)} in the data, without names; to name them, pass "
+                  f"--labels {','.join(['NAME'] * len(names))} (one name per id, in id order)",)
+    return splits, names, notes
 
 
 def _read_txt(path: Path) -> list[Row]:
@@ -384,7 +397,7 @@ class TokenizedSplits:
     validation: Dataset
     test: Dataset
     key: str
-    labels: tuple[str, ...] = LABELS
+    labels: tuple[str, ...]
     max_length: int = MAX_LENGTH  # the tokens a text keeps; longer ones were cut
 
 

@@ -52,22 +52,23 @@ def naive_trial(args: BenchSettings, params: dict) -> dict:
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, default_data_collator
 
     from emotion_core.data import MAX_LENGTH, load_splits
-    from emotion_core.labels import ID2LABEL, LABEL2ID
     from emotion_core.memory import PeakMemory
     from emotion_core.metrics import trainer_accuracy
     from emotion_core.models import load_tokenizer
     from emotion_core.precision import use_gpu
 
-    splits = load_splits(args.data, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed)
+    splits = load_splits(args.data, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed,
+                         labels=args.labels)
     with PeakMemory() as memory:
         started = time.perf_counter()
         tokenizer = load_tokenizer(args.tokenizer or args.model)
         variant = variants.get(args.variant)
         if variant.quantized:  # 4-bit needs its quantization config; the rest is the notebook's plain load
-            model = variant.load_base(args.model, tokenizer.pad_token_id)
+            model = variant.load_base(args.model, tokenizer.pad_token_id, labels=splits.labels)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                os.path.expanduser(args.model), num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id=LABEL2ID, dtype=torch.float32
+                os.path.expanduser(args.model), num_labels=len(splits.labels), id2label=dict(enumerate(splits.labels)),
+                label2id={name: i for i, name in enumerate(splits.labels)}, dtype=torch.float32
             )
             model.config.pad_token_id = tokenizer.pad_token_id
         length = min(MAX_LENGTH, getattr(model.config, "max_position_embeddings", MAX_LENGTH))  # tiny test models have fewer

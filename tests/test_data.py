@@ -36,7 +36,8 @@ def test_column_formats_read_the_same_as_txt(tmp_path, extension, label_as_id, v
     for split, rows in ROWS.items():
         (txt / f"{split}.txt").write_text("".join(f"{t};{l}\n" for t, l in rows))
     other = write_format(tmp_path / extension, extension, ROWS, label_as_id, val_name)
-    a, b = load_splits(str(txt)), load_splits(str(other))
+    # ids are no names: --labels names them in id order
+    a, b = load_splits(str(txt)), load_splits(str(other), labels=LABELS if label_as_id else None)
     assert a.fingerprint() == b.fingerprint()
     assert b.train["label"][:5] == [LABEL2ID[l] for _, l in ROWS["train"][:5]]
     assert len(b.test) == 12 and set(b.train["label"]) == set(range(len(LABELS)))
@@ -175,6 +176,39 @@ def test_a_label_the_train_split_lacks_is_an_error(tmp_path):
     rows = dict(SENTIMENT_ROWS, train=[("i feel fine", "positive")])
     with pytest.raises(DataError, match=r"train.txt: every example has the label 'positive'"):
         load_splits(str(write_txt(tmp_path / "one", rows)))
+
+
+BINARY_WORDS = {"0": SENTIMENT_WORDS["negative"], "1": SENTIMENT_WORDS["positive"]}
+
+
+def binary(folder, extension, words=BINARY_WORDS):
+    """Sentiment sentences labelled with the integers of ``words`` (0 and 1), as integers in the file."""
+    rows = {split: [(t, int(label)) for t, label in sentences(n, seed, words)] for split, n, seed in SENTIMENT_SIZES}
+    return write_format(folder, extension, rows)
+
+
+@pytest.mark.parametrize("extension", ["csv", "jsonl", "parquet"])
+def test_integer_labels_are_named_by_their_ids_unless_labels_names_them(tmp_path, extension):
+    folder = binary(tmp_path / "binary", extension)
+    splits = load_splits(str(folder))
+    assert splits.labels == ("0", "1")
+    assert splits.notes == ("note: the labels are the integers 0, 1 in the data, without names; to name them, pass "
+                            "--labels NAME,NAME (one name per id, in id order)",)
+    named = load_splits(str(folder), labels=["neg", "pos"])
+    assert named.labels == ("neg", "pos") and named.train["label"] == splits.train["label"] and not named.notes
+
+
+def test_integer_labels_with_a_gap_or_a_rare_id_are_refused(tmp_path):
+    folder = binary(tmp_path / "gap", "csv", {"0": BINARY_WORDS["0"], "2": BINARY_WORDS["1"]})
+    with pytest.raises(DataError, match=r"train.csv line \d+: unknown label '2': integer labels are ids 0, 1, 2, ...; the train split "
+                                        r"has no label 1: write the label names, or name every id in order with --labels"):
+        load_splits(str(folder))
+    assert load_splits(str(folder), labels=["neg", "unused", "pos"]).labels == ("neg", "unused", "pos")
+    folder = binary(tmp_path / "stray", "jsonl")
+    with (folder / "train.jsonl").open("a") as handle:
+        handle.write('{"text": "i feel fine", "label": 2}\n')
+    with pytest.raises(DataError, match=r"train.jsonl:31: label '2' occurs 1 time\(s\) .* --labels 0,1,2"):
+        load_splits(str(folder))
 
 
 def test_label_names_are_part_of_the_fingerprint_and_cache_key(tmp_path, data_folder, tokenizer):

@@ -108,6 +108,33 @@ def test_labels_fix_the_set_and_their_order(study_args, tmp_path, data_folder):
     assert records.StudyRecord.read(study).labels == tuple(order.split(","))
 
 
+def integer_labels(folder: Path) -> Path:
+    """Binary sentiment as many data sets ship it: JSONL whose labels are the integers 0 and 1."""
+    words = {0: SENTIMENT_WORDS["negative"], 1: SENTIMENT_WORDS["positive"]}
+    folder.mkdir()
+    for split, n in (("train", 120), ("validation", 30), ("test", 30)):
+        rows = sentences(n, seed=len(split), words=words)
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps({"text": text, "label": label}) + "\n" for text, label in rows))
+    return folder
+
+
+@pytest.mark.parametrize("given,names", [(None, ["0", "1"]), ("neg,pos", ["neg", "pos"])])
+def test_integer_labels_are_no_emotions(study_args, tmp_path, capsys, given, names):
+    args = flags(study_args, data=integer_labels(tmp_path / "binary"))
+    assert run.main(["--trials", "1", "--variant", "head", *(["--labels", given] if given else []), *args]) == 0
+    note = "note: the labels are the integers 0, 1 in the data, without names; to name them, pass --labels NAME,NAME"
+    assert (note in capsys.readouterr().out) == (given is None)
+    where = ["--storage", value(args, "--storage"), "--study-name", "t", "--output-dir", value(args, "--output-dir")]
+    assert final.main(where) == 0
+    report_json = json.loads((study_dir(args) / "final" / "report.json").read_text())
+    assert report_json["labels"] == names and list(report_json["per_class"]) == names
+    capsys.readouterr()
+    assert predict.main([*where, "the party was wonderful", "the news was awful", "i feel sad"]) == 0
+    assert {line.split("\t")[0] for line in capsys.readouterr().out.splitlines()} <= set(names)
+    standalone = study_dir(args) / "final" / "standalone"
+    assert json.loads((standalone / "config.json").read_text())["id2label"] == {"0": names[0], "1": names[1]}
+
+
 # -- a head of another size ------------------------------------------------------------------------------------------
 
 
