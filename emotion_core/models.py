@@ -42,16 +42,27 @@ def _load_error(kind: str, name: str, error: Exception) -> ModelLoadError:
 # What a user's model name can fail with while its config or tokenizer is read: OSError for a missing folder or file
 # and an unreachable hub, ValueError for a folder that holds no model ("Unrecognized model").
 _LOAD_ERRORS = (OSError, ValueError)
+# A text that every usable tokenizer turns into tokens.
+PROBE = "hello world"
 
 
 def load_tokenizer(name: str):
-    """The model's tokenizer, padding on the right, with the EOS token as pad where it has none (GPT-2)."""
+    """The model's tokenizer, padding on the right, with the EOS token as pad where it has none (GPT-2). One that
+    cannot tokenize is a ModelLoadError: transformers makes a tokenizer of one token, which turns every text into no
+    token at all, from a model folder without tokenizer files."""
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(local_path(name))
     except _LOAD_ERRORS as error:
         raise _load_error("tokenizer", name, error) from error
+    tokens = tokenizer(PROBE, add_special_tokens=False)["input_ids"]
+    if len(tokenizer) < 2 or not tokens:
+        raise ModelLoadError(
+            f"the tokenizer of {name!r} cannot tokenize: its vocabulary holds {len(tokenizer)} token(s) and {PROBE!r} becomes "
+            f"{len(tokens)} tokens; are its tokenizer files (tokenizer.json, or vocab.json and merges.txt) missing? Pass a folder "
+            "or hub id that has them: --tokenizer /path/to/folder"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"

@@ -24,6 +24,7 @@ def prepare_data(settings: StudySettings, say=print) -> tuple[object, TokenizedS
     from emotion_core.data import choose_max_length, load_splits, token_lengths, tokenize_splits
     from emotion_core.models import check_model, load_tokenizer, max_positions
     from study._command import quiet_imported_libraries
+    from study._errors import UsageError
 
     quiet_imported_libraries()  # the training libraries are imported now (commands import them after parsing)
     check_model(settings.model)
@@ -36,6 +37,9 @@ def prepare_data(settings: StudySettings, say=print) -> tuple[object, TokenizedS
     if head is not None:
         say(f"note: {head}")
     lengths = token_lengths(splits, tokenizer, cache_dir=settings.cache_dir)
+    if not any(lengths["train"]):
+        raise UsageError(f"the tokenizer of {settings.tokenizer_name!r} turns every training text into no token at all; pass the "
+                         "model's own tokenizer: --tokenizer /path/to/folder")
     limit = max_positions(settings.model)
     chosen = min(settings.max_length, limit) if settings.max_length and limit else settings.max_length
     max_length = chosen or choose_max_length(lengths["train"], limit)

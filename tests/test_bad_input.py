@@ -81,6 +81,42 @@ def test_a_corrupted_data_file_exits_2(name, content, message, study_args, data_
     assert optuna.get_all_study_names(stored) == ["t"]
 
 
+def test_a_model_folder_without_tokenizer_files_exits_2_before_the_study_is_made(study_args, tiny_model, tmp_path):
+    """transformers makes a tokenizer of one token from such a folder, which turns every text into no token at all."""
+    bare = tmp_path / "no-tokenizer"
+    bare.mkdir()
+    for file in Path(tiny_model).iterdir():
+        if not file.name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+            (bare / file.name).write_bytes(file.read_bytes())
+    args = [*study_args, "--model", str(bare), "--variant", "head", "--trials", "2"]
+    result = subprocess.run([sys.executable, "-m", "study.run", *args], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and str(bare) in error[0] and "--tokenizer" in error[0], result.stderr
+    assert not (tmp_path / "study.db").exists()  # no study, no trial
+
+
+def test_a_tokenizer_that_turns_every_text_into_nothing_exits_2(study_args, tmp_path, capsys):
+    """Latin letters and no unknown token: Greek sentences lose every character."""
+    import string
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(["<|endoftext|>", *string.ascii_lowercase])}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>").save_pretrained(str(tmp_path / "latin"))
+    greek = tmp_path / "greek"
+    greek.mkdir()
+    for split in ("train", "validation", "test"):
+        (greek / f"{split}.txt").write_text("είμαι χαρούμενος;χαρά\nείμαι λυπημένος;λύπη\n" * 10)
+    assert run.main(["--trials", "2", *study_args, "--data", str(greek), "--tokenizer", str(tmp_path / "latin")]) == 2
+    err = capsys.readouterr().err
+    assert f"the tokenizer of '{tmp_path / 'latin'}' turns every training text into no token at all" in err and "--tokenizer" in err
+    assert not (tmp_path / "study.db").exists()
+
+
 def test_a_storage_password_is_never_printed(study_args):
     """From a real shell command: a storage that cannot be opened is named, with its password masked."""
     url = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere"
