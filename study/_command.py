@@ -43,6 +43,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[Settings])
               for klass in cls.__mro__ if klass in owners.values()}
     for f in sorted(fields, key=lambda f: cls.__mro__.index(owners[f.name])):
         meta = f.metadata
+        if meta.get("flag") is False:  # a value no flag can spell (the search space)
+            continue
         group = groups[owners[f.name]]
         default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
         kind = _base_type(hints[f.name])

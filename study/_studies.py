@@ -15,7 +15,7 @@ from study._backends import open_storage, storage_exists, study_exists
 from study._errors import UsageError
 from study._inputs import fingerprints
 from study._urls import mask_url
-from study.settings import StudySettings
+from study.settings import StudySettings, flag
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -92,6 +92,11 @@ def _source_differences(record: records.StudyRecord, settings: StudySettings) ->
             for k in StudySettings.SOURCES if prints.get(k) != now[k]]
 
 
+def _named(setting: str) -> str:
+    """A setting as the user gives it: its flag, or its name where it has none (the search section)."""
+    return setting if StudySettings.__dataclass_fields__[setting].metadata.get("flag") is False else flag(setting)
+
+
 def check_stored_settings(storage: BaseStorage, settings: StudySettings) -> None:
     """Refuse a run whose identity settings differ from those the stored study was made with (the model, tokenizer
     and data by content, wherever they lie)."""
@@ -103,7 +108,7 @@ def check_stored_settings(storage: BaseStorage, settings: StudySettings) -> None
         return
     current = settings.identity()
     stored = {**StudySettings.EARLIER, **record.settings}  # a setting added after the study was made: what it ran with
-    differences = [f"--{k.replace('_', '-')}: stored {stored.get(k)!r}, given {current[k]!r}" for k in current
+    differences = [f"{_named(k)}: stored {stored.get(k)!r}, given {current[k]!r}" for k in current
                    if k not in StudySettings.SOURCES and stored.get(k) != current[k]]
     differences += _source_differences(record, settings)
     if differences:

@@ -99,7 +99,7 @@ def throughput(args: BenchSettings, report: dict) -> None:
     from emotion_core.data import MAX_LENGTH
     from study._inputs import prepare_data
 
-    params = {**variants.get(args.variant).default_params(), "learning_rate": args.learning_rate}
+    params = {**variants.get(args.variant).default_params(), **({"learning_rate": args.learning_rate} if args.learning_rate else {})}
     settings = settings_for(args)
     say(f"throughput: project setup (read and tokenize once, load the base once) for {args.variant} on {args.model}")
     started = time.perf_counter()
@@ -198,7 +198,8 @@ def head(args: BenchSettings, report: dict) -> None:
 
     settings = settings_for(args, variant="head", epochs=args.trial_epochs)
     tokenizer, data = prepare_data(settings)
-    config = settings.train_config({"learning_rate": args.head_learning_rate, "head_dropout": 0.1, "weight_decay": 0.0})
+    chosen = {"learning_rate": args.head_learning_rate} if args.head_learning_rate else {}
+    config = settings.train_config({**variants.get("head").default_params(), **chosen})
     cache = ModelCache()
     cache.fresh_base(settings.model, variants.get(config.variant), tokenizer.pad_token_id, precision=settings.precision, labels=data.labels)  # both sides start from a loaded base
     times, accuracies = {}, {}

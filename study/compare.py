@@ -93,25 +93,28 @@ def tuned_params(storage: str, names: list[str]) -> tuple[StudySettings, dict[st
     if len(budgets) > 1:
         raise UsageError(f"studies {', '.join(names)} were run on different budgets (model, data, epochs, batch, samples); "
                          "compare studies of one budget")
-    best: dict[str, tuple[optuna.trial.FrozenTrial, str]] = {}
+    best: dict[str, tuple[optuna.trial.FrozenTrial, str, str]] = {}
     # A variant's best completed trial; a variant whose trials were all pruned (a pruner compares all variants at a
     # step) by its best pruned one, whose value is its last report.
     def score(trial: optuna.trial.FrozenTrial) -> float:
         return trial.values[0] if trial.values else trial.intermediate_values.get(trial.last_step, float("-inf"))
 
     for states in ((optuna.trial.TrialState.COMPLETE,), (optuna.trial.TrialState.PRUNED,)):
-        found: dict[str, tuple[optuna.trial.FrozenTrial, str]] = {}
+        found: dict[str, tuple[optuna.trial.FrozenTrial, str, str]] = {}
         for study in studies:
             for trial in study.get_trials(deepcopy=False, states=states):
                 variant = trial.params.get("variant", records.TrialStart.read(trial).variant)
                 if variant not in best and (variant not in found or score(trial) > score(found[variant][0])):
                     pruned = f" (pruned at step {trial.last_step})" if trial.state == optuna.trial.TrialState.PRUNED else ""
-                    found[variant] = (trial, f"study {study.study_name} trial {trial.number}{pruned}")
+                    found[variant] = (trial, f"study {study.study_name} trial {trial.number}{pruned}", study.study_name)
         best.update(found)
     if not best:
         raise UsageError(f"studies {', '.join(names)} hold no finished trial yet; run emotion-study run first")
     order = [v for v in variants.names() if v in best]
-    return stored_settings(studies[0]), {v: ({**best[v][0].params, "variant": v}, best[v][1]) for v in order}
+    # A trial's params hold what its study searched; the values its study's space fixed come with them.
+    spaces = {study.study_name: stored_settings(study).space() for study in studies}
+    return stored_settings(studies[0]), {
+        v: ({**spaces[best[v][2]].fixed(v), **best[v][0].params, "variant": v}, best[v][1]) for v in order}
 
 
 def pairwise_tests(rows: list[dict]) -> list[dict]:

@@ -201,9 +201,9 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
     try:
         retrained = []
         for trial in candidates:
-            print(f"retraining trial {trial.number} ({params_text(trial.params)}) with seed(s) {', '.join(map(str, seeds))} on "
-                  f"{len(data.train)} sentences x {settings.epochs:g} epoch(s)", flush=True)
             config = settings.train_config(trial.params, len(data.validation))
+            print(f"retraining trial {trial.number} ({params_text(trial.params)}) with seed(s) {', '.join(map(str, seeds))} on "
+                  f"{len(data.train)} sentences x {config.epochs:g} epoch(s)", flush=True)
             retrained.append(retrain(config, data, tokenizer, seeds, label=f"trial {trial.number}",
                                      into=staging / "candidates" / f"trial-{trial.number}", cache=cache, trackers=trackers, params=trial.params))
         rows = candidate_rows(candidates, retrained)

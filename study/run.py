@@ -88,7 +88,6 @@ def create_or_load(storage, settings: StudySettings, data) -> optuna.Study:
 
     from study._inputs import fingerprints
     from study._trials.sampling import make_pruner, make_sampler
-    from study._trials.space import baseline_params
 
     name, pruner = settings.resolved_study_name(), make_pruner(settings)
     try:
@@ -99,7 +98,7 @@ def create_or_load(storage, settings: StudySettings, data) -> optuna.Study:
         study = _wait_for_record(study, storage, pruner)
     if records.StudyRecord.read(study) is None:  # made now, or by hand (optuna.create_study) without a record
         if settings.baseline and not study.get_trials(deepcopy=False):  # the first trials, or none
-            for params in baseline_params(settings):
+            for params in settings.space().baseline({"epochs": settings.epochs, "batch_size": settings.batch_size}):
                 records.TrialStart.enqueue_baseline(study, params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -20,6 +20,7 @@ from emotion_core.precision import PRECISIONS
 from emotion_core.sources import local_path, looks_like_path
 from emotion_core.training.config import TrainConfig
 from study._errors import UsageError
+from study._trials.space import OPTIMIZER, SearchSpace
 from study._urls import is_sqlite, safe_name, storage_key
 
 # What a trial's value is: validation accuracy alone, or (accuracy, peak memory) for a Pareto front.
@@ -35,7 +36,8 @@ PRUNING_EVAL_MIN = 200
 
 def option(default: Any = None, help: str = "", **rules: Any) -> Any:
     """A settings field: its default, its ``--help`` text and its rules (``positive``, ``choices``, ``metavar``,
-    ``nargs``, ``positional``, ``parse``: a function from the flag's text to the value)."""
+    ``nargs``, ``positional``, ``parse``: a function from the flag's text to the value; ``flag=False``: no flag, a value
+    that only a config file or Python gives)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **rules})
     return field(default=default, metadata={"help": help, **rules})
@@ -230,17 +232,20 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
     workers: int = option(1, "worker processes on this machine sharing the study (one per GPU where there are several); SQLite "
                           "takes one writer, so use a journal file (--storage storage/emotion.journal) or PostgreSQL/MySQL, "
                           "which also serve workers on several machines", positive=True)
-    target_modules: list[str] | None = option(None, "LoRA target modules, instead of searching lora_targets (attention: peft's "
+    target_modules: list[str] | None = option(None, "LoRA target modules, a fixed value of lora_targets (attention: peft's "
                                               "defaults for the model type, or all-linear)", nargs="+")
+    search: dict[str, Any] | None = option(None, "the search space, changed from the default key by key: each parameter a range "
+                                           "{low, high, log}, {choices: [...]} or a fixed value, a variant's own under its name",
+                                           flag=False)
 
     # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them. The
     # model, tokenizer and data are compared by content (SOURCES: study._inputs.fingerprints), not by path, so that each
     # machine may keep them where it likes.
     IDENTITY = ("model", "tokenizer", "data", "variant", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "target_modules",
-                "objective", "evaluation", "max_length", "labels")
+                "objective", "evaluation", "max_length", "labels", "search")
     SOURCES = ("model", "tokenizer", "data")
     # What a study made before a setting existed ran with.
-    EARLIER = {"objective": "accuracy", "evaluation": "full", "max_length": 128, "labels": None}
+    EARLIER = {"objective": "accuracy", "evaluation": "full", "max_length": 128, "labels": None, "search": None}
 
     def check(self) -> None:
         super().check()
@@ -256,6 +261,7 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
                 "(\"database is locked\"). On this machine use a journal file: --storage storage/emotion.journal; "
                 "on one or several machines, PostgreSQL or MySQL: --storage postgresql://user@host/db or mysql+pymysql://user@host/db"
             )
+        self.space()  # a mistake in the search section fails here, naming its key
 
     def searched_variants(self) -> tuple[str, ...]:
         """The variants the study trains: one, or several that the search chooses among."""
@@ -263,9 +269,10 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
             return variants.DEFAULT_SEARCH
         return tuple(v.strip() for v in self.variant.split(",") if v.strip())
 
-    def fixed_params(self) -> dict[str, Any]:
-        """Variant parameters set by a flag instead of searched."""
-        return {"lora_targets": list(self.target_modules)} if self.target_modules else {}
+    def space(self) -> SearchSpace:
+        """What the study searches: the default space, changed by the search section, with --target-modules fixed."""
+        flags = {"lora_targets": ("--target-modules", list(self.target_modules))} if self.target_modules else {}
+        return SearchSpace.from_dict(self.search, self.searched_variants(), flags)
 
     def resolved_study_name(self) -> str:
         if self.study_name:
@@ -280,6 +287,8 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
         for key in self.SOURCES:
             if values[key] is not None and looks_like_path(values[key]):
                 values[key] = str(local_path(values[key]).resolve())
+        # The search section in its canonical form: None where it leaves the default space as it is.
+        values["search"] = SearchSpace.from_dict(self.search, self.searched_variants()).to_dict() or None
         return {key: values[key] for key in self.IDENTITY}
 
     def pruning_eval_size(self, n_validation: int) -> int | None:
@@ -290,18 +299,16 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
         return size if size < n_validation else None
 
     def train_config(self, params: dict[str, Any], n_validation: int | None = None) -> TrainConfig:
-        """The TrainConfig of one trial: these settings plus the trial's (or a chosen trial's) parameters."""
+        """The TrainConfig of one trial: these settings plus the trial's (or a chosen trial's) parameters and the values
+        the space fixes; a searched epochs or batch size replaces the budget's. What the trial does not set takes its
+        default (the variant's learning rate, TrainConfig's)."""
         name = params.get("variant", self.searched_variants()[0])
-        spec = variants.get(name)
-        defaults = TrainConfig()
+        values = {"epochs": self.epochs, "batch_size": self.batch_size, **params, **self.space().fixed(name)}
         return TrainConfig(
             model=self.model,
             variant=name,
-            learning_rate=params.get("learning_rate", defaults.learning_rate),
-            weight_decay=params.get("weight_decay", defaults.weight_decay),
-            variant_params=spec.params_of({**params, **self.fixed_params()}),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
+            **{key: values[key] for key in OPTIMIZER if key in values},
+            variant_params=variants.get(name).params_of(values),
             seed=self.seed,
             compile=self.compile,
             precision=self.precision,
@@ -393,11 +400,12 @@ class BenchSettings(Sources, Budget, Storage, StudyName, Verbosity):
     parts: list[str] = option(["throughput", "head", "pruning"], "what to measure (stopping replays a stored study: --storage, "
                               "--study-name)", nargs="+", choices=BENCH_PARTS)
     variant: str = option("lora", "variant of the throughput part", choices=variants.names())
-    learning_rate: float = option(TrainConfig.learning_rate, "learning rate of the throughput trials", positive=True)
+    learning_rate: float | None = option(None, "learning rate of the throughput trials (default: the variant's)", positive=True)
     compare_compile: bool = option(False, "also run the project's trials compiled, and say whether compiling pays")
     repeats: int = option(1, "project trials in a row in one process: the first pays for compiling", positive=True)
     trial_epochs: float = option(3.0, "epochs of the head and pruning trials", positive=True)
-    head_learning_rate: float = option(1e-3, "learning rate of the head trials", positive=True)
+    head_learning_rate: float | None = option(None, "learning rate of the head trials (default: the head's, "
+                                              f"{variants.get('head').default_learning_rate:g})", positive=True)
     trials: int = option(12, "trials of each pruning study", positive=True)
     pruning_variant: str | None = option(None, "variant of the pruning studies (default: --variant)", choices=variants.names())
     pruner: str = option("median", "the pruner to compare with none", choices=("halving", "median", "hyperband"))

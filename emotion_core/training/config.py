@@ -11,6 +11,10 @@ from emotion_core import variants
 if TYPE_CHECKING:
     import numpy as np
 
+# transformers' learning-rate schedules that need no lr_scheduler_kwargs and no metric (a run evaluates through its own
+# callbacks, which the Trainer's ReduceLROnPlateau never sees).
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
+
 
 @dataclass
 class TrainConfig:
@@ -18,8 +22,10 @@ class TrainConfig:
 
     model: str = "gpt2"  # hub id or local folder of a model that AutoModelForSequenceClassification loads
     variant: str = "lora"  # a name in emotion_core.variants.REGISTRY
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None  # None: the variant's default_learning_rate
     weight_decay: float = 0.0
+    warmup_ratio: float = 0.0  # the share of the optimizer steps over which the learning rate rises from 0
+    lr_scheduler_type: str = "linear"  # the learning rate's schedule after the warmup: one of SCHEDULERS
     # The variant's own parameters, by the names of its Params fields (lora_r, head_dropout, ...); the rest take
     # their defaults.
     variant_params: dict[str, Any] = field(default_factory=dict)
@@ -43,8 +49,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.params()  # an unknown variant or parameter fails here, not an hour later
+        if self.learning_rate is None:
+            self.learning_rate = variants.get(self.variant).default_learning_rate
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', not {self.keep!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio!r}")
+        if self.lr_scheduler_type not in SCHEDULERS:
+            raise ValueError(f"lr_scheduler_type must be one of {', '.join(SCHEDULERS)}, not {self.lr_scheduler_type!r}")
 
     def params(self) -> variants.VariantParams:
         return variants.get(self.variant).params(self.variant_params)

@@ -78,6 +78,8 @@ def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool, compil
         per_device_eval_batch_size=config.resolved_eval_batch_size(),
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # below 1: a share of the training steps
+        lr_scheduler_type=config.lr_scheduler_type,
         num_train_epochs=config.epochs,
         # Evaluation, logging and checkpoints happen at the steps the callbacks pick (evaluation_steps).
         eval_strategy="no",

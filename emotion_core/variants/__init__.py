@@ -7,7 +7,7 @@
 Adding a variant is a file of its own with a :class:`Variant` subclass, and its line here.
 """
 
-from emotion_core.variants.base import Choice, Dimension, Trial, Uniform, Variant, VariantParams, suggest
+from emotion_core.variants.base import Choices, Dimension, Fixed, Range, Trial, Variant, VariantParams
 from emotion_core.variants.dora import DoRA
 from emotion_core.variants.full import Full
 from emotion_core.variants.head import Head
@@ -30,4 +30,4 @@ def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-__all__ = ["Choice", "DEFAULT_SEARCH", "Dimension", "REGISTRY", "Trial", "Uniform", "Variant", "VariantParams", "get", "names", "suggest"]
+__all__ = ["Choices", "DEFAULT_SEARCH", "Dimension", "Fixed", "REGISTRY", "Range", "Trial", "Variant", "VariantParams", "get", "names"]

@@ -8,7 +8,7 @@ without loading torch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -23,26 +23,43 @@ class Trial(Protocol):
 
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
 
+    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int: ...
+
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
 
+def value_text(value: Any) -> str:
+    """A parameter's value as a person reads it: 0.0001 as 0.0001, 2.0 as 2, a list of names comma-separated."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(value_text, value)) + "]"
+    return str(value)
+
+
 @dataclass(frozen=True)
-class Uniform:
-    """A float range, searched on a log scale with ``log``."""
+class Range:
+    """Numbers from low to high, on a log scale with ``log``: integers where both ends are (lora_r), else floats."""
 
     low: float
     high: float
     log: bool = False
 
     def suggest(self, trial: Trial, name: str) -> float:
+        if isinstance(self.low, int) and isinstance(self.high, int):
+            return trial.suggest_int(name, self.low, self.high, log=self.log)
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
+    def clip(self, value: Any) -> Any:
+        """The value of the range nearest to ``value``."""
+        return type(self.low)(min(max(value, self.low), self.high))
+
     def __str__(self) -> str:
-        return f"{self.low:g}..{self.high:g}{' (log)' if self.log else ''}"
+        return f"{value_text(self.low)}..{value_text(self.high)}{' (log)' if self.log else ''}"
 
 
 @dataclass(frozen=True)
-class Choice:
+class Choices:
     """One of a few values."""
 
     values: tuple
@@ -50,17 +67,41 @@ class Choice:
     def suggest(self, trial: Trial, name: str) -> Any:
         return trial.suggest_categorical(name, list(self.values))
 
+    def clip(self, value: Any) -> Any:
+        """``value`` if it is a choice, else the nearest number among numeric choices, else the first choice."""
+        if value in self.values:
+            return value
+        numbers = [v for v in self.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers and isinstance(value, (int, float)) and len(numbers) == len(self.values):
+            return min(numbers, key=lambda v: abs(v - value))
+        return self.values[0]
+
     def __str__(self) -> str:
-        return "{" + ", ".join(map(str, self.values)) + "}"
+        return "{" + ", ".join(map(value_text, self.values)) + "}"
 
 
-Dimension = Uniform | Choice
+@dataclass(frozen=True)
+class Fixed:
+    """One value, not searched."""
+
+    value: Any
+
+    def __str__(self) -> str:
+        return f"{value_text(self.value)} (fixed)"
 
 
-def suggest(space: Mapping[str, Dimension], trial: Trial, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One value per dimension of ``space``: the trial's, or the one ``fixed`` gives (a flag the user set)."""
-    fixed = fixed or {}
-    return {name: fixed[name] if name in fixed else dimension.suggest(trial, name) for name, dimension in space.items()}
+Dimension = Range | Choices | Fixed
+
+# The values a parameter may take, beyond its type: (test, what it says), in the ``rule`` of a Params field's metadata.
+Rule = tuple[Callable[[Any], bool], str]
+POSITIVE: Rule = (lambda value: value > 0, "positive")
+NON_NEGATIVE: Rule = (lambda value: value >= 0, "at least 0")
+FRACTION: Rule = (lambda value: 0 <= value < 1, "in [0, 1)")
+
+
+def ruled(default: Any, rule: Rule) -> Any:
+    """A Params field whose values obey ``rule`` (a search that allows others is refused before it starts)."""
+    return dataclasses.field(default=default, metadata={"rule": rule})
 
 
 @dataclass(frozen=True)
@@ -75,12 +116,14 @@ class Variant:
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for --help and the README
     Params: ClassVar[type[VariantParams]] = VariantParams
-    space: ClassVar[Mapping[str, Dimension]] = {}  # its part of the search space, by the Params field each sets
+    # Its part of the default search space, by the Params field each sets; a study's search section may search or fix any
+    # other field too.
+    space: ClassVar[Mapping[str, Dimension]] = {}
     quantized: ClassVar[bool] = False  # the frozen base is 4-bit
     trains_base: ClassVar[bool] = False  # every weight trains (so none is kept in bf16)
     trains_on_features: ClassVar[bool] = False  # only a Linear head on the frozen base's pooled features trains
-    # A learning rate fixed before any test result was seen, from common practice rather than tuning (study.compare's
-    # defaults, and the first trial of a study).
+    # A learning rate fixed before any test result was seen, from common practice rather than tuning: the one home of the
+    # variant's default (TrainConfig's, study.compare's and the bench's, and the first trial of a study).
     default_learning_rate: ClassVar[float] = 1e-3
 
     # -- parameters
@@ -102,9 +145,6 @@ class Variant:
     def default_params(self) -> dict[str, Any]:
         """Learning rate, weight decay and the variant's own parameters at their defaults, as a trial's flat params."""
         return {"learning_rate": self.default_learning_rate, "weight_decay": 0.0, **dataclasses.asdict(self.params())}
-
-    def search(self, trial: Trial, fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return suggest(self.space, trial, {k: v for k, v in (fixed or {}).items() if k in self.space})
 
     # -- the base
 

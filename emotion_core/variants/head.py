@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from emotion_core.variants.base import Uniform, Variant, VariantParams, trainables_to_float32
+from emotion_core.variants.base import FRACTION, Range, Variant, VariantParams, ruled, trainables_to_float32
 
 if TYPE_CHECKING:
     from torch import nn
@@ -20,14 +20,14 @@ WEIGHTS_FILE = "trained.safetensors"
 
 @dataclass(frozen=True)
 class HeadParams(VariantParams):
-    head_dropout: float = 0.1  # dropout on the head's input, in training only
+    head_dropout: float = ruled(0.1, FRACTION)  # dropout on the head's input, in training only
 
 
 class Head(Variant):
     name = "head"
     summary = "a classification head on the frozen base"
     Params = HeadParams
-    space = {"head_dropout": Uniform(0.0, 0.3)}
+    space = {"head_dropout": Range(0.0, 0.3)}
     trains_on_features = True
     default_learning_rate = 2e-3  # a fresh labels x hidden matrix on frozen features takes a large step
 

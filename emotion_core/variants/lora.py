@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emotion_core.variants.base import Choice, Uniform, Variant, VariantParams, trainables_to_float32
+from emotion_core.variants.base import FRACTION, POSITIVE, Choices, Range, Variant, VariantParams, ruled, trainables_to_float32
 
 if TYPE_CHECKING:
     from torch import nn
@@ -20,9 +20,9 @@ ATTENTION, ALL_LINEAR = "attention", "all-linear"
 
 @dataclass(frozen=True)
 class LoraParams(VariantParams):
-    lora_r: int = 8
-    lora_alpha_ratio: float = 2.0  # lora_alpha / lora_r: the adapter's update is scaled by this
-    lora_dropout: float = 0.1
+    lora_r: int = ruled(8, POSITIVE)
+    lora_alpha_ratio: float = ruled(2.0, POSITIVE)  # lora_alpha / lora_r: the adapter's update is scaled by this
+    lora_dropout: float = ruled(0.1, FRACTION)
     lora_targets: str | list[str] = ATTENTION
 
 
@@ -34,8 +34,8 @@ class LoRA(Variant):
     # variance of the accuracy where the learning rate explained 95% (docs/results.md); alpha/r scales the adapter's
     # update much as the learning rate does.
     space = {
-        "lora_r": Choice((4, 8, 16, 32)),
-        "lora_dropout": Uniform(0.0, 0.3),
+        "lora_r": Choices((4, 8, 16, 32)),
+        "lora_dropout": Range(0.0, 0.3),
     }
     # LoRA's usual range is 1e-4..1e-3, and a budget run of a few hundred steps wants its top. Its subclasses take
     # the same, so that quantization or the decomposition is the only difference.

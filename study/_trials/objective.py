@@ -20,7 +20,6 @@ from study import records
 from study._backends.artifacts import Checkpoints
 from study._errors import append_traceback, describe
 from study._trackers import Trackers
-from study._trials.space import suggest
 from study.settings import StudySettings
 
 
@@ -52,6 +51,7 @@ class Objective:
     def __init__(self, settings: StudySettings, data: TokenizedSplits, tokenizer, storage: BaseStorage, progress: TrialProgress | None = None,
                  cache: ModelCache | None = None, store=None, trackers: Trackers | None = None):
         self.settings = settings
+        self.space = settings.space()
         self.data = data
         self.tokenizer = tokenizer
         self.storage = storage
@@ -61,7 +61,7 @@ class Objective:
         self.trackers = trackers  # where each trial's training curves also go (--report-to)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        params = suggest(trial, self.settings)
+        params = self.space.suggest(trial)
         config = self.settings.train_config(params, len(self.data.validation))
         start = records.TrialStart.read(trial)
         records.TrialStart(variant=config.variant, baseline=start.baseline).write(trial)
