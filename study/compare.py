@@ -86,9 +86,9 @@ def tuned_params(storage: str, names: list[str]) -> tuple[StudySettings, dict[st
     variant with none completed): variant -> (params, source)."""
     import optuna
 
-    from study._studies import load_stored_study, stored_settings
+    from study._studies import open_stored, stored_settings
 
-    studies = [load_stored_study(storage, name)[1] for name in names]
+    studies = [open_stored(storage, name).study for name in names]
     budgets = {json.dumps({k: getattr(stored_settings(s), k) for k in BUDGET}, sort_keys=True) for s in studies}
     if len(budgets) > 1:
         raise UsageError(f"studies {', '.join(names)} were run on different budgets (model, data, epochs, batch, samples); "

@@ -131,12 +131,12 @@ def run_report(settings: ReportSettings) -> int:
     import optuna
 
     from study._backends.artifacts import dashboard_command
-    from study._studies import artifact_location, load_stored_study
+    from study._studies import artifact_location, open_stored
     from study._tuning import save_note
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     side = sys.stderr if settings.json else sys.stdout  # --json keeps stdout for the JSON alone
-    _, study = load_stored_study(settings.storage, settings.study_name, say=lambda line: print(line, file=side))
+    study = open_stored(settings.storage, settings.study_name, say=lambda line: print(line, file=side)).study
     summary = summarize(study, settings.top)
     print(json.dumps(summary, indent=2) if settings.json else format_summary(summary))
     if settings.plots:

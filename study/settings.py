@@ -239,6 +239,9 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
     IDENTITY = ("model", "tokenizer", "data", "variant", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "target_modules",
                 "objective", "evaluation", "max_length", "labels")
     SOURCES = ("model", "tokenizer", "data")
+    # The study's definition, stored with it: its identity and how it searches. A run given only --storage and
+    # --study-name takes these from the stored study (study._studies.join_definition); the rest is this machine's.
+    DEFINITION = (*IDENTITY, "trials", "pruner", "sampler", "baseline", "patience", "seed")
     # What a study made before a setting existed ran with.
     EARLIER = {"objective": "accuracy", "evaluation": "full", "max_length": 128, "labels": None}
 
@@ -276,11 +279,16 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
 
     def identity(self) -> dict:
         """The identity settings, local paths made absolute (another command, run elsewhere in the tree, finds them)."""
+        definition = self.definition()
+        return {key: definition[key] for key in self.IDENTITY}
+
+    def definition(self) -> dict:
+        """The definition settings (DEFINITION), local paths made absolute: what the study stores."""
         values = asdict(self)
         for key in self.SOURCES:
             if values[key] is not None and looks_like_path(values[key]):
                 values[key] = str(local_path(values[key]).resolve())
-        return {key: values[key] for key in self.IDENTITY}
+        return {key: values[key] for key in self.DEFINITION}
 
     def pruning_eval_size(self, n_validation: int) -> int | None:
         """How many validation sentences the pruner's evaluations use; None: the whole split."""

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Protocol
 
 import optuna
-from optuna.storages import BaseStorage
 
 from emotion_core.cache import ModelCache
 from emotion_core.data import TokenizedSplits
@@ -19,9 +18,9 @@ from emotion_core.training.callbacks import evaluation_steps
 from study import records
 from study._backends.artifacts import Checkpoints
 from study._errors import append_traceback, describe
+from study._opened import OpenedStudy
 from study._trackers import Trackers
 from study._trials.space import suggest
-from study.settings import StudySettings
 
 
 class TrialFailed(RuntimeError):
@@ -49,23 +48,23 @@ class Objective:
     A multi-objective trial is not pruned (Optuna's pruners compare one value), nor is a baseline trial.
     """
 
-    def __init__(self, settings: StudySettings, data: TokenizedSplits, tokenizer, storage: BaseStorage, progress: TrialProgress | None = None,
-                 cache: ModelCache | None = None, store=None, trackers: Trackers | None = None):
-        self.settings = settings
+    def __init__(self, opened: OpenedStudy, data: TokenizedSplits, tokenizer, progress: TrialProgress | None = None,
+                 cache: ModelCache | None = None, trackers: Trackers | None = None, store_checkpoints: bool = True):
+        self.opened = opened
+        self.settings = opened.definition
         self.data = data
         self.tokenizer = tokenizer
-        self.storage = storage
         self.progress = progress  # study.run passes it to study.optimize as a callback too
         self.cache = cache or ModelCache()
-        self.store = store  # the artifact store that keeps checkpoints for every machine
         self.trackers = trackers  # where each trial's training curves also go (--report-to)
+        self.store_checkpoints = store_checkpoints  # into the study's artifact store, for a retry on any machine
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = suggest(trial, self.settings)
         config = self.settings.train_config(params, len(self.data.validation))
         start = records.TrialStart.read(trial)
         records.TrialStart(variant=config.variant, baseline=start.baseline).write(trial)
-        stored = Checkpoints(self.store, self.storage.get_study_id_from_name(trial.study.study_name)) if self.store is not None else None
+        stored = Checkpoints(self.opened.store, self.opened.study_id) if self.store_checkpoints else None
         local = self._working_copy(trial.number)
         retry = records.Retry.read(trial)
         self._continue(trial, retry, stored, local)
