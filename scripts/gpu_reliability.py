@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     study = opened.study
     tokenizer, tokenized = prepare_data(settings)
     progress = Progress(study, settings.trials)
-    objective = Objective(opened, tokenized, tokenizer, progress, ModelCache(), store_checkpoints=False)
+    objective = Objective(opened, {settings.model_labels()[0]: (tokenizer, tokenized)}, progress, ModelCache(), store_checkpoints=False)
     if dry_run:
         run_trials(opened, objective, settings.trials, [progress])
         finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))

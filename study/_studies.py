@@ -162,7 +162,7 @@ def find_for_run(settings: StudySettings) -> OpenedStudy | None:
     return OpenedStudy(storage, study, settings)
 
 
-def open_for_run(settings: StudySettings, data, found: OpenedStudy | None = None) -> OpenedStudy:
+def open_for_run(settings: StudySettings, inputs, found: OpenedStudy | None = None) -> OpenedStudy:
     """The study a run trains: made now or by another worker, in ``found``'s storage where find_for_run opened it. The
     one that makes it enqueues the baselines (each searched variant's defaults), then writes its StudyRecord; another
     waits for that record. With the sampler and pruner of its definition and its artifact store."""
@@ -183,8 +183,10 @@ def open_for_run(settings: StudySettings, data, found: OpenedStudy | None = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(settings.metric_names)
-        records.StudyRecord(settings=settings.definition(), labels=tuple(data.labels), fingerprints=fingerprints(settings),
-                            artifact_store=settings.artifact_location, max_length=data.max_length).write(study)
+        lengths = {label: data.max_length for label, (_, data) in inputs.items()}
+        records.StudyRecord(settings=settings.definition(), labels=tuple(next(iter(inputs.values()))[1].labels),
+                            fingerprints=fingerprints(settings), artifact_store=settings.artifact_location,
+                            max_length=next(iter(lengths.values())) if len(lengths) == 1 else lengths).write(study)
     # The workers and every later command use the store the study was made with, unless told another.
     settings = dataclasses.replace(settings, artifact_store=artifact_location(study, settings))
     return OpenedStudy(storage, study, settings).with_search()

@@ -244,7 +244,7 @@ def pruning(args: BenchSettings, report: dict) -> None:
             say(f"  trial {trial.number:>2} {trial.state.name:<8} val_acc={value} steps={steps}")
 
         started = time.perf_counter()
-        study.optimize(Objective(opened, data, tokenizer, store_checkpoints=False), n_trials=args.trials, callbacks=[progress],
+        study.optimize(Objective(opened, {settings.model_labels()[0]: (tokenizer, data)}, store_checkpoints=False), n_trials=args.trials, callbacks=[progress],
                        gc_after_trial=True)
         trials = study.get_trials(deepcopy=False)
         outcome[pruner] = {

@@ -53,10 +53,10 @@ def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, retra
         "seeds": retrained.seeds,
         "study_name": settings.resolved_study_name(),
         "storage": mask_url(settings.storage),
-        "model": settings.model,
+        "model": retrained.config.model,
         "data": settings.data,
         "variant": retrained.config.variant,
-        "tokenizer": settings.tokenizer_name,
+        "tokenizer": settings.for_model(retrained.config.model).tokenizer_name,
         "objective": settings.objective,
         "evaluation": settings.evaluation,
         "best_trial": trial.number,
@@ -193,7 +193,14 @@ def retrain_and_test(opened: OpenedStudy, chosen: FinalSettings) -> int:
     candidates = [pick_trial(study, chosen.trial)] if chosen.top == 1 else top_trials(study, chosen.top)
     if len(candidates) < chosen.top:
         print(f"note: --top {chosen.top}, but the study has {len(candidates)} completed trial(s): retraining those")
-    tokenizer, data = prepare_data(settings)
+    prepared: dict[str, tuple] = {}
+
+    def inputs_of(trial) -> tuple:  # the tokenizer and data of the trial's model, prepared once
+        model = settings.model_of(trial.params)
+        if model not in prepared:
+            prepared[model] = prepare_data(settings.for_model(model))
+        return prepared[model]
+
     seeds = [settings.seed + 1 + k for k in range(chosen.seeds)]
     out = settings.study_dir / "final"
     remove_stale_staging(settings.study_dir)
@@ -203,6 +210,7 @@ def retrain_and_test(opened: OpenedStudy, chosen: FinalSettings) -> int:
     try:
         retrained = []
         for trial in candidates:
+            tokenizer, data = inputs_of(trial)
             print(f"retraining trial {trial.number} ({params_text(trial.params)}) with seed(s) {', '.join(map(str, seeds))} on "
                   f"{len(data.train)} sentences x {settings.epochs:g} epoch(s)", flush=True)
             config = settings.train_config(trial.params, len(data.validation))
@@ -211,6 +219,7 @@ def retrain_and_test(opened: OpenedStudy, chosen: FinalSettings) -> int:
         rows = candidate_rows(candidates, retrained)
         kept = max(range(len(candidates)), key=lambda i: (retrained[i].val_accuracy, -i))
         trial, again = candidates[kept], retrained[kept]
+        tokenizer, data = inputs_of(trial)
         if len(candidates) > 1:
             print(f"kept trial {trial.number}: retrained val accuracy {again.val_accuracy:.4f}, the best of the {len(candidates)} "
                   "candidates; testing it once on the test split", flush=True)

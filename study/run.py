@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 ADVISED_VALIDATION = 500
 
 
-def optimize(opened: OpenedStudy, data, tokenizer, progress) -> str | None:
+def optimize(opened: OpenedStudy, inputs, progress) -> str | None:
     """Run trials until the study holds its total of finished ones: here, or in settings.workers processes; returns
     why the stop rule stopped it, if it did."""
     from study._evidence import patience_rule
@@ -37,7 +37,7 @@ def optimize(opened: OpenedStudy, data, tokenizer, progress) -> str | None:
         run_workers(settings, deadline)
         rule = patience_rule(settings.patience)
         return rule(opened.study) if rule is not None else None
-    return work(opened, data, tokenizer, progress, deadline)
+    return work(opened, inputs, progress, deadline)
 
 
 def print_summary(opened: OpenedStudy) -> None:
@@ -114,19 +114,20 @@ def _run_study(settings: StudySettings) -> int:
     if found is not None and nothing_to_do(found):
         return 0
     # The training libraries only now: a rerun with nothing to do, or --help, answers without them.
-    from study._inputs import prepare_data
+    from study._inputs import prepare_inputs
     from study._show.progress import Progress
     from study._studies import count_finished, open_for_run
     from study._trials.liveness import recover_dead_trials
     from study._trials.loop import TrialsKeepFailing
 
     settings = found.settings if found is not None and found.settings is not None else settings
-    tokenizer, data = prepare_data(settings)  # bad data fails here, before the storage or the study is made
+    inputs = prepare_inputs(settings)  # bad data fails here, before the storage or the study is made
+    data = next(iter(inputs.values()))[1]  # the same sentences for every model
     if len(data.validation) < ADVISED_VALIDATION:
         print(f"note: {len(data.validation)} validation sentences: one evaluation's accuracy is uncertain by about "
               f"{50 / len(data.validation) ** 0.5:.1f} points (one standard error), so the best trial may be picked by luck; "
               f"{ADVISED_VALIDATION} or more are advised", flush=True)
-    opened = open_for_run(settings, data, found)
+    opened = open_for_run(settings, inputs, found)
     settings = opened.definition
     opened.store  # noqa: B018 - a store that cannot be opened fails now, not in the first trial
     print(f"study {opened.name!r} in {mask_url(settings.storage)}: {count_finished(opened.study)}/{settings.trials} trials finished")
@@ -134,7 +135,7 @@ def _run_study(settings: StudySettings) -> int:
         print(f"trial {number} was left running by a process that died; it is retried from its last checkpoint")
     progress = Progress(opened.study, settings.trials, evaluation=settings.evaluation) if settings.workers <= 1 else None
     try:
-        stopped = optimize(opened, data, tokenizer, progress)
+        stopped = optimize(opened, inputs, progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted: a running trial is marked failed and continues from its last checkpoint "
               f"when you resume with the same command:\n  {resume_command()}", file=sys.stderr, flush=True)

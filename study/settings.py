@@ -50,6 +50,11 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def model_label(model: str) -> str:
+    """A model's short name: the last part of its folder or hub id (``/models/gpt2`` and ``gpt2`` are ``gpt2``)."""
+    return Path(model.rstrip("/")).name or model
+
+
 def parse_max_length(text: str) -> int | None:
     """--max-length: ``auto`` (None) or a number of tokens."""
     if text == "auto":
@@ -232,6 +237,8 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
                           "which also serve workers on several machines", positive=True)
     target_modules: list[str] | None = option(None, "LoRA target modules, instead of searching lora_targets (attention: peft's "
                                               "defaults for the model type, or all-linear)", nargs="+")
+    models: list[str] | None = option(None, "several base models (hub ids or local folders), each with its own tokenizer: the model "
+                                      "becomes a parameter of the search beside the variant; the same as --model A,B", nargs="+")
 
     # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them. The
     # model, tokenizer and data are compared by content (SOURCES: study._inputs.fingerprints), not by path, so that each
@@ -247,8 +254,15 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
 
     def check(self) -> None:
         super().check()
+        if self.models:  # one home for the models: --model A,B
+            self.model, self.models = ",".join(self.models), None
         if self.patience < 0:
             raise UsageError(f"--patience must be 0 (off) or positive, got {self.patience}")
+        models = self.searched_models()
+        if not models or len(set(self.model_labels())) != len(models):
+            raise UsageError(f"--model {self.model!r}: name one model, or several distinct ones comma-separated")
+        if len(models) > 1 and self.tokenizer:
+            raise UsageError("--tokenizer names one tokenizer, and several models each take their own: leave it out")
         unknown = [v for v in self.searched_variants() if v not in variants.REGISTRY]
         if unknown or not self.searched_variants():
             raise UsageError(f"--variant {self.variant!r}: unknown {', '.join(map(repr, unknown)) or 'variant'}; "
@@ -259,6 +273,25 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
                 "(\"database is locked\"). On this machine use a journal file: --storage storage/emotion.journal; "
                 "on one or several machines, PostgreSQL or MySQL: --storage postgresql://user@host/db or mysql+pymysql://user@host/db"
             )
+
+    def searched_models(self) -> tuple[str, ...]:
+        """The base models the study trains: one, or several that the search chooses among."""
+        return tuple(m.strip() for m in self.model.split(",") if m.strip())
+
+    def model_labels(self) -> tuple[str, ...]:
+        """What trials, reports and folder names call each searched model: its folder's or hub id's last part. A
+        trial's ``model`` parameter is a label, so that machines keeping the models at other paths share the study."""
+        return tuple(model_label(m) for m in self.searched_models())
+
+    def model_of(self, params: dict[str, Any]) -> str:
+        """The base model a trial's (or a chosen trial's) parameters train: its ``model`` label, else the only one."""
+        models = self.searched_models()
+        label = params.get("model")
+        return models[self.model_labels().index(label)] if label is not None else models[0]
+
+    def for_model(self, model: str) -> StudySettings:
+        """These settings with one base model (what a trial of that model trains with; data prepared for it)."""
+        return dataclasses.replace(self, model=model, tokenizer=self.tokenizer if len(self.searched_models()) == 1 else None)
 
     def searched_variants(self) -> tuple[str, ...]:
         """The variants the study trains: one, or several that the search chooses among."""
@@ -273,9 +306,9 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
     def resolved_study_name(self) -> str:
         if self.study_name:
             return self.study_name
-        model = Path(self.model.rstrip("/")).name or self.model
+        model = "+".join(self.model_labels())
         suffix = "-" + self.objective.replace(",", "-") if self.multi_objective else ""  # its trials' values mean another thing
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model}-{self.variant}{suffix}")
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{model}-{self.variant}{suffix}")
 
     def identity(self) -> dict:
         """The identity settings, local paths made absolute (another command, run elsewhere in the tree, finds them)."""
@@ -286,8 +319,8 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
         """The definition settings (DEFINITION), local paths made absolute: what the study stores."""
         values = asdict(self)
         for key in self.SOURCES:
-            if values[key] is not None and looks_like_path(values[key]):
-                values[key] = str(local_path(values[key]).resolve())
+            if values[key] is not None:
+                values[key] = ",".join(str(local_path(v).resolve()) if looks_like_path(v) else v for v in values[key].split(","))
         return {key: values[key] for key in self.DEFINITION}
 
     def pruning_eval_size(self, n_validation: int) -> int | None:
@@ -303,7 +336,7 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
         spec = variants.get(name)
         defaults = TrainConfig()
         return TrainConfig(
-            model=self.model,
+            model=self.model_of(params),
             variant=name,
             learning_rate=params.get("learning_rate", defaults.learning_rate),
             weight_decay=params.get("weight_decay", defaults.weight_decay),

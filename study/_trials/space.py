@@ -17,6 +17,8 @@ def suggest(trial: variants.Trial, settings: StudySettings) -> dict[str, Any]:
     are asked only of its trials, so that TPE learns them where they matter."""
     searched = settings.searched_variants()
     params: dict[str, Any] = {}
+    if len(settings.model_labels()) > 1:
+        params["model"] = trial.suggest_categorical("model", list(settings.model_labels()))
     if len(searched) > 1:
         params["variant"] = trial.suggest_categorical("variant", list(searched))
     variant = variants.get(params.get("variant", searched[0]))
@@ -27,13 +29,16 @@ def suggest(trial: variants.Trial, settings: StudySettings) -> dict[str, Any]:
 
 def baseline_params(settings: StudySettings) -> list[dict[str, Any]]:
     """Each searched variant's default parameters (learning rate, weight decay and its own), as the trial that a new
-    study enqueues first: what tuning is measured against."""
+    study enqueues first: what tuning is measured against; one per model where several are searched."""
     searched = settings.searched_variants()
     fixed = settings.fixed_params()
+    labels = settings.model_labels()
     baselines = []
-    for name in searched:
-        variant = variants.get(name)
-        asked = (set(OPTIMIZER_SPACE) | set(variant.space)) - set(fixed)
-        params = {key: value for key, value in variant.default_params().items() if key in asked}
-        baselines.append({"variant": name, **params} if len(searched) > 1 else params)
+    for label in labels:
+        for name in searched:
+            variant = variants.get(name)
+            asked = (set(OPTIMIZER_SPACE) | set(variant.space)) - set(fixed)
+            params = {key: value for key, value in variant.default_params().items() if key in asked}
+            params = {"variant": name, **params} if len(searched) > 1 else params
+            baselines.append({"model": label, **params} if len(labels) > 1 else params)
     return baselines

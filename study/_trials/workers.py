@@ -69,16 +69,16 @@ def _stop_with_command(command_pid: int) -> None:
     threading.Thread(target=watch, name="stop-with-command", daemon=True).start()
 
 
-def work(opened: OpenedStudy, data, tokenizer, progress, deadline: float | None) -> str | None:
+def work(opened: OpenedStudy, inputs, progress, deadline: float | None) -> str | None:
     """Run the study's trials in this process (study._trials.loop) until it holds its total or the stop rule stops it;
-    returns the stop rule's reason, if it did."""
+    returns the stop rule's reason, if it did. ``inputs``: each searched model's tokenizer and tokenized data."""
     from emotion_core.cache import ModelCache
     from study._evidence import patience_rule
     from study._trackers import trial_trackers
     from study._trials.objective import Objective
 
     settings = opened.definition
-    objective = Objective(opened, data, tokenizer, progress, ModelCache(freeze_gc=True),
+    objective = Objective(opened, inputs, progress, ModelCache(freeze_gc=True),
                           trackers=trial_trackers(settings.report_to, opened.name, settings.study_dir))
     return run_trials(opened, objective, settings.trials, [progress] if progress is not None else [], deadline,
                       stop_rule=patience_rule(settings.patience))
@@ -89,7 +89,7 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None, 
     _stop_with_command(command_pid)
     from study._backends import open_storage
     from study._command import configure_logging
-    from study._inputs import prepare_data
+    from study._inputs import prepare_inputs
     from study._show.progress import Progress
 
     configure_logging(settings.verbose)
@@ -99,9 +99,9 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None, 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     storage = open_storage(settings.storage)
     opened = OpenedStudy(storage, optuna.load_study(study_name=settings.resolved_study_name(), storage=storage), settings).with_search()
-    tokenizer, data = prepare_data(settings)
+    inputs = prepare_inputs(settings)
     try:
-        work(opened, data, tokenizer, Progress(opened.study, settings.trials, bar=False), deadline)  # interleaved lines: no bars
+        work(opened, inputs, Progress(opened.study, settings.trials, bar=False), deadline)  # interleaved lines: no bars
     except KeyboardInterrupt:
         sys.exit(130)
     except TrialsKeepFailing as error:
