@@ -134,13 +134,17 @@ CLAIM_WAIT_S = 2.0  # how long it waits for a study that is not (yet) claimed by
 
 
 def join_definition(given: StudySettings, record: records.StudyRecord) -> StudySettings:
-    """The settings a run of a stored study trains with: every definition key that the command line or file left at
-    its default takes the stored value, so that a worker given only --storage and --study-name joins the study as it
-    was defined; a key given otherwise stays as given (check_stored_settings refuses an identity key that differs)."""
+    """The settings a run of a stored study trains with: every definition key that the command line or file did not
+    give (Settings.given; for settings built in code, one left at its default) takes the stored value, so that a worker
+    given only --storage and --study-name joins the study as it was defined; a key given stays as given
+    (check_stored_settings refuses an identity key that differs)."""
     defaults = StudySettings(study_name=given.study_name)
     stored = {**StudySettings.EARLIER, **record.settings}
-    taken = {key: stored[key] for key in StudySettings.DEFINITION
-             if key in stored and getattr(given, key) == getattr(defaults, key) and stored[key] != getattr(given, key)}
+
+    def not_given(key: str) -> bool:
+        return key not in given.given if given.given is not None else getattr(given, key) == getattr(defaults, key)
+
+    taken = {key: stored[key] for key in StudySettings.DEFINITION if key in stored and not_given(key) and stored[key] != getattr(given, key)}
     return dataclasses.replace(given, **taken) if taken else given
 
 

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from emotion_core import variants
 from emotion_core.precision import PRECISIONS
@@ -67,6 +67,10 @@ def parse_max_length(text: str) -> int | None:
 @dataclass(kw_only=True)
 class Settings:
     """The base of every command's settings: a field's rules are checked when the object is made, then :meth:`check`."""
+
+    # The fields that the command line (or a study file) gave, as the command parsed them; None for settings built in
+    # code. A run of a stored study takes what was not given from the stored definition.
+    given: ClassVar[frozenset[str] | None] = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
