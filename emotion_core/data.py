@@ -399,6 +399,17 @@ class TokenizedSplits:
     key: str
     labels: tuple[str, ...]
     max_length: int = MAX_LENGTH  # the tokens a text keeps; longer ones were cut
+    # The raw splits' fingerprint: the same sentences tokenized by another model's tokenizer have the same one.
+    sentences: str = ""
+
+
+def in_split_order(values: Sequence, split: Dataset) -> list:
+    """``values``, one per row of a tokenized split, put in the order of the raw split (its ``row`` column): what
+    runs on the same sentences with different tokenizers can be paired by."""
+    ordered = [None] * len(values)
+    for row, value in zip(split["row"][:], values):
+        ordered[row] = value
+    return ordered
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -418,14 +429,15 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _tokenize(splits: Splits, tokenizer, max_length: int) -> DatasetDict:
-    def encode(batch):
+    def encode(batch, rows):
         encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
         encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        encoded["row"] = list(rows)  # the sentence's place in its raw split, whatever order the tokenized split takes
         return encoded
 
     result = {}
     for name, split in splits.items():
-        tokenized = split.map(encode, batched=True, remove_columns=["text"], desc=f"tokenizing {name}")
+        tokenized = split.map(encode, batched=True, with_indices=True, remove_columns=["text"], desc=f"tokenizing {name}")
         if name != "train":
             tokenized = tokenized.sort("length", reverse=True)
         result[name] = tokenized
@@ -468,11 +480,12 @@ def tokenize_splits(
 ) -> TokenizedSplits:
     """Tokenize every split once. With ``cache_dir``, the result is kept on disk keyed by tokenizer and data,
     so that another process or a rerun loads it instead of tokenizing again."""
-    key = hashlib.sha256(f"{tokenizer_fingerprint(tokenizer)}|{splits.fingerprint()}|{max_length}".encode()).hexdigest()[:20]
+    sentences = splits.fingerprint()
+    key = hashlib.sha256(f"{tokenizer_fingerprint(tokenizer)}|{sentences}|{max_length}".encode()).hexdigest()[:20]
     if cache_dir is None:
         tokenized = _tokenize(splits, tokenizer, max_length)
     else:
-        path = Path(cache_dir) / key
+        path = Path(cache_dir) / f"{key}-rows"  # not the folder of a cache made before splits had their row column
         tokenized = None
         if not (path / "dataset_dict.json").is_file():
             tokenized = _tokenize(splits, tokenizer, max_length)
@@ -489,4 +502,4 @@ def tokenize_splits(
         if (path / "dataset_dict.json").is_file():
             tokenized = load_from_disk(str(path))
     return TokenizedSplits(train=tokenized["train"], validation=tokenized["validation"], test=tokenized["test"], key=key, labels=splits.labels,
-                           max_length=max_length)
+                           max_length=max_length, sentences=sentences)

@@ -28,10 +28,10 @@ from study import records  # noqa: E402
 from study._backends import open_storage  # noqa: E402
 from study._command import configure_logging  # noqa: E402
 from study._inputs import prepare_data  # noqa: E402
+from study._opened import OpenedStudy  # noqa: E402
 from study._show.progress import Progress  # noqa: E402
 from study._trials.loop import run_trials  # noqa: E402
 from study._trials.objective import Objective  # noqa: E402
-from study._trials.sampling import make_sampler  # noqa: E402
 from study.settings import StudySettings  # noqa: E402
 from tests.synthetic import build_tiny_gpt2, write_txt_folder  # noqa: E402
 
@@ -56,12 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     configure_logging(False)
     storage = open_storage(settings.storage)
-    study = optuna.create_study(study_name="gpu", storage=storage, direction="maximize", sampler=make_sampler(settings))
+    opened = OpenedStudy(storage, optuna.create_study(study_name="gpu", storage=storage, direction="maximize"), settings).with_search()
+    study = opened.study
     tokenizer, tokenized = prepare_data(settings)
     progress = Progress(study, settings.trials)
-    objective = Objective(settings, tokenized, tokenizer, storage, progress, ModelCache())
+    objective = Objective(opened, {settings.model_labels()[0]: (tokenizer, tokenized)}, progress, ModelCache(), store_checkpoints=False)
     if dry_run:
-        run_trials(storage, study, objective, settings.trials, [progress])
+        run_trials(opened, objective, settings.trials, [progress])
         finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
         print(f"dry run: {len(finished)} of {settings.trials} trials finished on the CPU")
         return 0 if len(finished) == settings.trials else 1
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_per_process_memory_fraction(1.0)
         allocated_after.append(round((torch.cuda.memory_allocated() - baseline) / MIB, 2))
 
-    run_trials(storage, study, objective, settings.trials, [progress, after_trial])
+    run_trials(opened, objective, settings.trials, [progress, after_trial])
 
     first = study.trials[0]
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))

@@ -82,10 +82,23 @@ def _parser_of(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]
     return parse
 
 
-def settings_from(cls: type[Settings], args: argparse.Namespace) -> Settings:
-    """The settings the parsed flags give; they check themselves (Settings.__post_init__)."""
+def settings_from(cls: type[Settings], args: argparse.Namespace, argv: list[str] | None = None) -> Settings:
+    """The settings the parsed flags give; they check themselves (Settings.__post_init__). They know which fields
+    ``argv`` gave (Settings.given)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in names})
+    settings = cls(**{k: v for k, v in vars(args).items() if k in names})
+    settings.given = frozenset(given_fields(argv if argv is not None else sys.argv[1:], names))
+    return settings
+
+
+def given_fields(argv: list[str], names: set[str]) -> set[str]:
+    """The fields whose flags ``argv`` holds (``--batch-size 8``, ``--epochs=2``, ``--no-baseline``)."""
+    given = set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0].replace("-", "_")
+            given.add(name.removeprefix("no_") if name not in names and name.startswith("no_") else name)
+    return given & names
 
 
 @dataclass(frozen=True)
@@ -119,7 +132,7 @@ class Command:
         global _INVOCATION
         _INVOCATION = [*self.prog.split(), *(sys.argv[1:] if argv is None else argv)]
         try:
-            settings = settings_from(self.settings, args)
+            settings = settings_from(self.settings, args, argv)
             configure_logging(getattr(settings, "verbose", False))
             return self.execute(settings) or 0
         except InputError as error:

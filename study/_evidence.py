@@ -81,8 +81,10 @@ def gain_over_baseline(study: optuna.Study) -> tuple[Gain | None, str]:
         return None, "the study has no baseline trial (made with --no-baseline, or before baselines were enqueued)"
     if best is None:
         return None, "no trial completed"
-    variant = records.TrialStart.read(best).variant
-    base = max((t for t in bases if records.TrialStart.read(t).variant == variant), key=_value, default=None) or max(bases, key=_value)
+    def kind(trial: FrozenTrial) -> tuple:  # a baseline of the best trial's model and variant, where there is one
+        return records.TrialStart.read(trial).variant, trial.params.get("model")
+
+    base = max((t for t in bases if kind(t) == kind(best)), key=_value, default=None) or max(bases, key=_value)
     a, b = records.Evidence.read(best), records.Evidence.read(base)
     if a is None or b is None or a.data != b.data:
         return None, "the best trial or the baseline has no paired evidence on the same validation sentences"
@@ -162,3 +164,28 @@ def patience_rule(patience: int):
 def stop_reason(stop: Stop) -> str:
     return (f"stopped after {stop.finished} finished trials: the last {stop.patience} brought no significantly better best "
             f"(McNemar p < {SIGNIFICANCE} on the validation sentences) than trial {stop.best_trial}")
+
+
+def models_compared(study: optuna.Study) -> list[dict]:
+    """In a study that searched several models: the best completed trial of each model, best first, and each after
+    the first against the first on the same validation sentences (points with a 95% paired bootstrap interval,
+    McNemar's exact p). Empty for a one-model study."""
+    best: dict[str, FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        label = trial.params.get("model")
+        if label is not None and trial.values and (label not in best or _value(trial) > _value(best[label])):
+            best[label] = trial
+    if len(best) < 2:
+        return []
+    ranked = sorted(best.values(), key=lambda t: (-_value(t), t.number))
+    rows = []
+    for trial in ranked:
+        row = {"model": trial.params["model"], "variant": records.TrialStart.read(trial).variant, "trial": trial.number,
+               "val_accuracy": _value(trial)}
+        a, b = records.Evidence.read(ranked[0]), records.Evidence.read(trial)
+        if trial is not ranked[0] and a is not None and b is not None and a.data == b.data and len(a.correct) == len(b.correct):
+            difference = paired_difference(a.correct, b.correct)
+            row.update(points_behind=100 * difference["difference"], ci95_points=[100 * x for x in difference["ci95"]],
+                       p_value=mcnemar_correct(a.correct, b.correct)["p_value"])
+        rows.append(row)
+    return rows

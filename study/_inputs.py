@@ -1,5 +1,5 @@
-"""The model's tokenizer and the tokenized data of a study, read once per process (tokenized splits from the on-disk
-cache when it has them)."""
+"""The models' tokenizers and the tokenized data of a study, read once per process (tokenized splits from the on-disk
+cache when it has them): one tokenizer and one tokenized copy of the data per searched model."""
 
 from __future__ import annotations
 
@@ -11,16 +11,35 @@ from study.settings import StudySettings
 if TYPE_CHECKING:
     from emotion_core.data import TokenizedSplits
 
+# Per searched model's label: its tokenizer and the data as it tokenizes it.
+Inputs = dict[str, "tuple[object, TokenizedSplits]"]
+
 
 def fingerprints(settings: StudySettings) -> dict[str, str]:
-    """What the study's model, tokenizer and data are, by content (emotion_core.sources.fingerprint)."""
-    sources = {"model": settings.model, "tokenizer": settings.tokenizer_name, "data": settings.data}
-    return {key: fingerprint(source, settings.fingerprint_cache) for key, source in sources.items()}
+    """What the study's models, tokenizers and data are, by content (emotion_core.sources.fingerprint); several
+    models' (and their tokenizers') comma-separated, in order."""
+    models = settings.searched_models()
+    tokenizers = [settings.for_model(model).tokenizer_name for model in models]
+
+    def of(sources) -> str:
+        return ",".join(fingerprint(source, settings.fingerprint_cache) for source in sources)
+
+    return {"model": of(models), "tokenizer": of(tokenizers), "data": of([settings.data])}
+
+
+def prepare_inputs(settings: StudySettings, say=print) -> Inputs:
+    """Each searched model's tokenizer and tokenized splits (prepare_data), by its label; each line said is prefixed
+    with the model's label when there are several."""
+    labels = settings.model_labels()
+    if len(labels) == 1:
+        return {labels[0]: prepare_data(settings, say)}
+    return {label: prepare_data(settings.for_model(model), lambda line, label=label: say(f"{label}: {line}"))
+            for label, model in zip(labels, settings.searched_models())}
 
 
 def prepare_data(settings: StudySettings, say=print) -> tuple[object, TokenizedSplits]:
-    """Tokenizer and tokenized splits, saying what the data gave (the length kept, the texts cut, a replaced head). A
-    missing model or data set, or bad data, fails here, before anything is written."""
+    """Tokenizer and tokenized splits of a one-model study, saying what the data gave (the length kept, the texts cut, a
+    replaced head). A missing model or data set, or bad data, fails here, before anything is written."""
     from emotion_core.data import choose_max_length, load_splits, token_lengths, tokenize_splits
     from emotion_core.models import check_model, load_tokenizer, max_positions
     from study._command import quiet_imported_libraries

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import time
+import warnings
 
 import optuna
 from optuna.storages import BaseStorage
@@ -14,6 +16,7 @@ from study import records
 from study._backends import open_storage, storage_exists, study_exists
 from study._errors import UsageError
 from study._inputs import fingerprints
+from study._opened import OpenedStudy
 from study._urls import mask_url
 from study.settings import StudySettings, flag
 
@@ -35,12 +38,9 @@ def _final_time(summary: optuna.study.StudySummary) -> str:
     return final.time if final is not None else ""
 
 
-def load_stored_study(storage_url: str, name: str | None, *, say=print, final: bool = False) -> tuple[BaseStorage, optuna.Study]:
-    """The storage and its study ``name``; without a name, the storage's only study, or else the most recently run one
-    (with ``final``, the one whose final model is the newest), and say which."""
-    if not storage_exists(storage_url):
-        raise UsageError(f"no storage at {mask_url(storage_url)}; run emotion-study run first (or pass --storage)")
-    storage = open_storage(storage_url, heartbeat=False)
+def _choose_study(storage: BaseStorage, storage_url: str, name: str | None, *, say, final: bool) -> str:
+    """``name``; without one, the storage's only study, or else the most recently run one (with ``final``, the one
+    whose final model is the newest), saying which."""
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     names = sorted(s.study_name for s in summaries)
     if name is None and summaries:
@@ -55,7 +55,23 @@ def load_stored_study(storage_url: str, name: str | None, *, say=print, final: b
     if name not in names:
         known = f"it holds {', '.join(names)}" if names else "it holds no study"
         raise UsageError(f"no study {name!r} in {mask_url(storage_url)} ({known}); run emotion-study run first or pass --study-name")
-    return storage, optuna.load_study(study_name=name, storage=storage)
+    return name
+
+
+def open_stored(storage_url: str, name: str | None, *, say=print, final: bool = False, **overrides) -> OpenedStudy:
+    """The stored study ``name`` (see _choose_study) with its definition: the settings it was made with, and
+    ``overrides`` (this machine's storage URL, outputs, artifact store, and its paths to the same model, tokenizer or
+    data). A study made by hand opens without a definition."""
+    if not storage_exists(storage_url):
+        raise UsageError(f"no storage at {mask_url(storage_url)}; run emotion-study run first (or pass --storage)")
+    storage = open_storage(storage_url, heartbeat=False)
+    name = _choose_study(storage, storage_url, name, say=say, final=final)
+    study = optuna.load_study(study_name=name, storage=storage)
+    settings = None
+    if records.StudyRecord.read(study) is not None:
+        settings = stored_settings(study, storage=storage_url, **overrides)
+        settings = dataclasses.replace(settings, artifact_store=artifact_location(study, settings))
+    return OpenedStudy(storage, study, settings)
 
 
 def stored_record(study: optuna.Study) -> records.StudyRecord:
@@ -116,6 +132,84 @@ def check_stored_settings(storage: BaseStorage, settings: StudySettings) -> None
             f"study {name!r} in {mask_url(settings.storage)} was made with other settings ({'; '.join(differences)}). "
             "Rerun with the stored settings, or pass another --study-name."
         )
+
+
+RECORD_WAIT_S = 60.0  # how long a worker that did not make the study waits for the maker's StudyRecord
+CLAIM_WAIT_S = 2.0  # how long it waits for a study that is not (yet) claimed by its maker
+
+
+def join_definition(given: StudySettings, record: records.StudyRecord) -> StudySettings:
+    """The settings a run of a stored study trains with: every definition key that the command line or file did not
+    give (Settings.given; for settings built in code, one left at its default) takes the stored value, so that a worker
+    given only --storage and --study-name joins the study as it was defined; a key given stays as given
+    (check_stored_settings refuses an identity key that differs)."""
+    defaults = StudySettings(study_name=given.study_name)
+    stored = {**StudySettings.EARLIER, **record.settings}
+
+    def not_given(key: str) -> bool:
+        return key not in given.given if given.given is not None else getattr(given, key) == getattr(defaults, key)
+
+    taken = {key: stored[key] for key in StudySettings.DEFINITION if key in stored and not_given(key) and stored[key] != getattr(given, key)}
+    return dataclasses.replace(given, **taken) if taken else given
+
+
+def find_for_run(settings: StudySettings) -> OpenedStudy | None:
+    """The study a run names, opened with its stored definition joined (join_definition) and checked against it; None
+    when the study does not exist yet (nothing is made here)."""
+    if not storage_exists(settings.storage):
+        return None
+    storage = open_storage(settings.storage)
+    name = settings.resolved_study_name()
+    if not study_exists(storage, name):
+        return None
+    study = optuna.load_study(study_name=name, storage=storage)
+    record = records.StudyRecord.read(study)
+    if record is not None:
+        settings = join_definition(settings, record)
+        check_stored_settings(storage, settings)
+        settings = dataclasses.replace(settings, study_name=name, artifact_store=artifact_location(study, settings))
+    return OpenedStudy(storage, study, settings)
+
+
+def open_for_run(settings: StudySettings, inputs, found: OpenedStudy | None = None) -> OpenedStudy:
+    """The study a run trains: made now or by another worker, in ``found``'s storage where find_for_run opened it. The
+    one that makes it enqueues the baselines (each searched variant's defaults), then writes its StudyRecord; another
+    waits for that record. With the sampler and pruner of its definition and its artifact store."""
+    storage = found.storage if found is not None else open_storage(settings.storage)
+    name = settings.resolved_study_name()
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions)
+        records.StudyRecord.claim(study)
+    except optuna.exceptions.DuplicatedStudyError:  # another worker made it meanwhile: its definition must be this one
+        study = _wait_for_record(optuna.load_study(study_name=name, storage=storage), storage)
+        check_stored_settings(storage, settings)
+    if records.StudyRecord.read(study) is None:  # made now, or by hand (optuna.create_study) without a record
+        if settings.baseline and not study.get_trials(deepcopy=False):  # the first trials, or none
+            for params in settings.space().baseline({"epochs": settings.epochs, "batch_size": settings.batch_size}):
+                records.TrialStart.enqueue_baseline(study, params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(settings.metric_names)
+        lengths = {label: data.max_length for label, (_, data) in inputs.items()}
+        records.StudyRecord(settings=settings.definition(), labels=tuple(next(iter(inputs.values()))[1].labels),
+                            fingerprints=fingerprints(settings), artifact_store=settings.artifact_location,
+                            max_length=next(iter(lengths.values())) if len(lengths) == 1 else lengths).write(study)
+    # The workers and every later command use the store the study was made with, unless told another.
+    settings = dataclasses.replace(settings, artifact_store=artifact_location(study, settings))
+    return OpenedStudy(storage, study, settings).with_search()
+
+
+def _wait_for_record(study: optuna.Study, storage: BaseStorage) -> optuna.Study:
+    """The study once its maker has written its record; as it is when nobody is making it (made by hand: it has
+    trials, or nobody claimed it within CLAIM_WAIT_S)."""
+    started = time.monotonic()
+    while records.StudyRecord.read(study) is None and time.monotonic() - started < RECORD_WAIT_S:
+        waited = time.monotonic() - started
+        if not records.StudyRecord.being_made(study) and (study.get_trials(deepcopy=False) or waited > CLAIM_WAIT_S):
+            break
+        time.sleep(0.2)
+        study = optuna.load_study(study_name=study.study_name, storage=storage)
+    return study
 
 
 def is_multi_objective(study: optuna.Study) -> bool:

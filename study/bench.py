@@ -227,8 +227,8 @@ def pruning(args: BenchSettings, report: dict) -> None:
     import optuna
 
     from study._inputs import prepare_data
+    from study._opened import OpenedStudy
     from study._trials.objective import Objective
-    from study._trials.sampling import make_pruner, make_sampler
 
     variant = args.pruning_variant or args.variant
     outcome = {}
@@ -236,7 +236,8 @@ def pruning(args: BenchSettings, report: dict) -> None:
         settings = settings_for(args, variant=variant, epochs=args.trial_epochs, pruner=pruner, trials=args.trials)
         tokenizer, data = prepare_data(settings)
         storage = optuna.storages.InMemoryStorage()
-        study = optuna.create_study(direction="maximize", sampler=make_sampler(settings), pruner=make_pruner(settings), storage=storage)
+        opened = OpenedStudy(storage, optuna.create_study(direction="maximize", storage=storage), settings).with_search()
+        study = opened.study
         say(f"pruning: {args.trials} {variant} trials with pruner {pruner}")
 
         def progress(study, trial):
@@ -245,7 +246,8 @@ def pruning(args: BenchSettings, report: dict) -> None:
             say(f"  trial {trial.number:>2} {trial.state.name:<8} val_acc={value} steps={steps}")
 
         started = time.perf_counter()
-        study.optimize(Objective(settings, data, tokenizer, storage), n_trials=args.trials, callbacks=[progress], gc_after_trial=True)
+        study.optimize(Objective(opened, {settings.model_labels()[0]: (tokenizer, data)}, store_checkpoints=False), n_trials=args.trials, callbacks=[progress],
+                       gc_after_trial=True)
         trials = study.get_trials(deepcopy=False)
         outcome[pruner] = {
             "steps": sum(records.TrialResult.read(t).optimizer_steps or 0 for t in trials),
@@ -281,9 +283,9 @@ def stopping(args: BenchSettings, report: dict) -> None:
     import optuna
 
     from study._evidence import in_finishing_order, stopping_point
-    from study._studies import load_stored_study
+    from study._studies import open_stored
 
-    _, study = load_stored_study(args.storage, args.study_name, say=say)
+    study = open_stored(args.storage, args.study_name, say=say).study
     trials = in_finishing_order(study)
     if not trials:
         report["stopping"] = {"study_name": study.study_name, "note": "no finished trial"}

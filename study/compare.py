@@ -49,25 +49,29 @@ def device_name() -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def run_variant(settings: StudySettings, variant: str, params: dict, seeds: int) -> dict:
-    """Train one variant with ``params`` and ``seeds`` seeds, each tested once (runs in a fresh process)."""
+def run_variant(settings: StudySettings, name: str, params: dict, seeds: int) -> dict:
+    """Train one entry (a variant, on the model its ``params`` name where a study searched several) with ``params``
+    and ``seeds`` seeds, each tested once (runs in a fresh process)."""
     import tempfile
 
     from emotion_core.cache import ModelCache
+    from emotion_core.data import in_split_order
     from study._inputs import prepare_data
     from study._retraining import retrain, test
 
     configure_logging(settings.verbose)
+    settings = settings.for_model(settings.model_of(params))
     tokenizer, data = prepare_data(settings)
     cache = ModelCache()
-    config = settings.train_config({**params, "variant": variant}, len(data.validation))
+    config = settings.train_config(params, len(data.validation))
     with tempfile.TemporaryDirectory(prefix="emotion-compare-") as scratch:
-        retrained = retrain(config, data, tokenizer, [settings.seed + k for k in range(seeds)], label=variant, into=Path(scratch), cache=cache)
-        tested = test(retrained, data, tokenizer, label=variant, cache=cache)
+        retrained = retrain(config, data, tokenizer, [settings.seed + k for k in range(seeds)], label=name, into=Path(scratch), cache=cache)
+        tested = test(retrained, data, tokenizer, label=name, cache=cache)
     first = retrained.results[0]
     mean = lambda key: sum(getattr(r, key) for r in retrained.results) / seeds  # noqa: E731
     return {
-        "variant": variant,
+        "name": name,
+        "variant": params["variant"],
         "params": {k: v for k, v in params.items() if k != "variant"},
         **first.summary(),
         **tested.interval,
@@ -76,19 +80,21 @@ def run_variant(settings: StudySettings, variant: str, params: dict, seeds: int)
         "test_f1_per_class": {label: round(row["f1"], 4) for label, row in tested.first["per_class"].items()},
         "n_test": tested.first["n"],
         "device": device_name(),
-        "test_labels": tested.labels,
-        "test_predictions": tested.predictions,
+        # In the raw test split's order: the pairs below may be of models whose tokenizers order the split otherwise.
+        "test_labels": in_split_order(tested.labels, data.test),
+        "test_predictions": [in_split_order(predicted, data.test) for predicted in tested.predictions],
     }
 
 
 def tuned_params(storage: str, names: list[str]) -> tuple[StudySettings, dict[str, tuple[dict, str]]]:
     """The budget the studies share, and the best completed trial of each variant they hold (the best pruned one for a
-    variant with none completed): variant -> (params, source)."""
+    variant with none completed), of each model where they searched several: name -> (params, source), the name
+    the variant's, or the model's and the variant's ("gpt2 lora")."""
     import optuna
 
-    from study._studies import load_stored_study, stored_settings
+    from study._studies import open_stored, stored_settings
 
-    studies = [load_stored_study(storage, name)[1] for name in names]
+    studies = [open_stored(storage, name).study for name in names]
     budgets = {json.dumps({k: getattr(stored_settings(s), k) for k in BUDGET}, sort_keys=True) for s in studies}
     if len(budgets) > 1:
         raise UsageError(f"studies {', '.join(names)} were run on different budgets (model, data, epochs, batch, samples); "
@@ -104,17 +110,20 @@ def tuned_params(storage: str, names: list[str]) -> tuple[StudySettings, dict[st
         for study in studies:
             for trial in study.get_trials(deepcopy=False, states=states):
                 variant = trial.params.get("variant", records.TrialStart.read(trial).variant)
-                if variant not in best and (variant not in found or score(trial) > score(found[variant][0])):
+                key = (trial.params.get("model"), variant)
+                if key not in best and (key not in found or score(trial) > score(found[key][0])):
                     pruned = f" (pruned at step {trial.last_step})" if trial.state == optuna.trial.TrialState.PRUNED else ""
-                    found[variant] = (trial, f"study {study.study_name} trial {trial.number}{pruned}", study.study_name)
+                    found[key] = (trial, f"study {study.study_name} trial {trial.number}{pruned}", study.study_name)
         best.update(found)
     if not best:
         raise UsageError(f"studies {', '.join(names)} hold no finished trial yet; run emotion-study run first")
-    order = [v for v in variants.names() if v in best]
+    order = sorted(best, key=lambda key: (key[0] or "", variants.names().index(key[1])))
     # A trial's params hold what its study searched; the values its study's space fixed come with them.
     spaces = {study.study_name: stored_settings(study).space() for study in studies}
     return stored_settings(studies[0]), {
-        v: ({**spaces[best[v][2]].fixed(v), **best[v][0].params, "variant": v}, best[v][1]) for v in order}
+        (f"{model} {variant}" if model else variant): ({**spaces[best[(model, variant)][2]].fixed(variant), **best[(model, variant)][0].params,
+                                                       "variant": variant}, best[(model, variant)][1])
+        for model, variant in order}
 
 
 def pairwise_tests(rows: list[dict]) -> list[dict]:
@@ -124,7 +133,7 @@ def pairwise_tests(rows: list[dict]) -> list[dict]:
     tests = []
     for a, b in itertools.combinations(done, 2):
         test = mcnemar(a["test_labels"], a["test_predictions"], b["test_predictions"])
-        tests.append({"first": a["variant"], "second": b["variant"], **test, "significant": test["p_value"] < SIGNIFICANCE})
+        tests.append({"first": a["name"], "second": b["name"], **test, "significant": test["p_value"] < SIGNIFICANCE})
     return tests
 
 
@@ -132,7 +141,7 @@ def markdown(summary: dict) -> str:
     budget = summary["budget"]
     seeds = summary["seeds"]
     lines = [
-        "# " + " vs ".join(r["variant"] for r in summary["rows"]) + (" (tuned)" if summary["from_study"] else " (default parameters)"),
+        "# " + " vs ".join(r["name"] for r in summary["rows"]) + (" (tuned)" if summary["from_study"] else " (default parameters)"),
         "",
         f"Model `{budget['model']}`, data `{budget['data']}`: {summary['n_train']} training sentences, {budget['epochs']:g} epoch(s), "
         f"batch {budget['batch_size']}, selected on {summary['n_validation']} validation sentences, tested once on all "
@@ -146,11 +155,11 @@ def markdown(summary: dict) -> str:
     ]
     for row in summary["rows"]:
         if "error" in row:
-            lines.append(f"| {row['variant']} | {params_text(row['params'])} | {row['source']} | failed: {row['error']} ||||||")
+            lines.append(f"| {row['name']} | {params_text(row['params'])} | {row['source']} | failed: {row['error']} ||||||")
             continue
         peak = format_mib(row["peak_memory_mib"])
         lines.append(
-            f"| {row['variant']} | {params_text(row['params'])} | {row['source']} | {interval_text(row)} | "
+            f"| {row['name']} | {params_text(row['params'])} | {row['source']} | {interval_text(row)} | "
             f"{interval_text(row, 'test_macro_f1')} | {format_mib(row['weights_mib'])} | {peak} | {row['trainable_params']:,} | "
             f"{row['train_seconds']:.1f} |"
         )
@@ -179,13 +188,14 @@ def plan(chosen: CompareSettings) -> tuple[StudySettings, dict[str, tuple[dict, 
     if chosen.from_study:
         studied, found = tuned_params(chosen.storage, chosen.from_study)
         settings = chosen.study(**{k: getattr(studied, k) for k in BUDGET})
-        missing = [v for v in chosen.variants or [] if v not in found]
+        held = {params["variant"] for params, _ in found.values()}
+        missing = [v for v in chosen.variants or [] if v not in held]
         if missing:
             raise UsageError(f"studies {', '.join(chosen.from_study)} hold no completed {', '.join(missing)} trial; they hold {', '.join(found)}")
-        found = {v: found[v] for v in chosen.variants or found}
+        found = {name: entry for name, entry in found.items() if not chosen.variants or entry[0]["variant"] in chosen.variants}
         name = chosen.from_study[0]
     else:
-        found = {v: (variants.get(v).default_params(), "defaults") for v in chosen.variants or variants.DEFAULT_SEARCH}
+        found = {v: ({**variants.get(v).default_params(), "variant": v}, "defaults") for v in chosen.variants or variants.DEFAULT_SEARCH}
         name = Path(settings.model.rstrip("/")).name or "model"
     from study._urls import safe_name
 
@@ -205,7 +215,7 @@ def compare(settings: StudySettings, chosen: dict[str, tuple[dict, str]], out: P
     from study._show.plots import bar_chart
     from study._trials.workers import process_context
 
-    _, data = prepare_data(settings)  # bad input fails here, once; the tokenized splits are cached for the workers
+    _, data = prepare_data(settings.for_model(settings.searched_models()[0]))  # bad input fails here, once; cached for the workers
     summary = {
         "command": shlex.join(invocation()),
         "budget": {k: getattr(settings, k) for k in BUDGET},
@@ -228,7 +238,7 @@ def compare(settings: StudySettings, chosen: dict[str, tuple[dict, str]], out: P
             try:
                 row = pool.submit(run_variant, settings, variant, params, args.seeds).result()
             except Exception as error:  # one broken variant should not hide the others' results
-                row = {"variant": variant, "params": params, "error": f"{type(error).__name__}: {str(error)[:200]}"}
+                row = {"name": variant, "variant": params["variant"], "params": params, "error": f"{type(error).__name__}: {str(error)[:200]}"}
         row["source"] = source
         summary["rows"].append(row)
         print(f"{variant}: failed: {row['error']}" if "error" in row else f"{variant}: test accuracy {interval_text(row)}", flush=True)

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +31,8 @@ from study.settings import FinalSettings, StudySettings
 
 if TYPE_CHECKING:
     import optuna
+
+    from study._opened import OpenedStudy
 
 
 def candidate_rows(candidates, retrained) -> list[dict]:
@@ -52,10 +53,10 @@ def build_report(settings: StudySettings, trial: optuna.trial.FrozenTrial, retra
         "seeds": retrained.seeds,
         "study_name": settings.resolved_study_name(),
         "storage": mask_url(settings.storage),
-        "model": settings.model,
+        "model": retrained.config.model,
         "data": settings.data,
         "variant": retrained.config.variant,
-        "tokenizer": settings.tokenizer_name,
+        "tokenizer": settings.for_model(retrained.config.model).tokenizer_name,
         "objective": settings.objective,
         "evaluation": settings.evaluation,
         "best_trial": trial.number,
@@ -135,16 +136,16 @@ def interval_note(report: dict) -> str:
             "the seeds.")
 
 
-def publish(study: optuna.Study, settings: StudySettings, report: dict, staging: Path) -> records.FinalRecord:
+def publish(opened: OpenedStudy, report: dict, staging: Path) -> records.FinalRecord:
     """Into the artifact store, for the dashboard and every machine: the report, its plot and the model's files; the
     report as the study's note; and, last, the FinalRecord that says where they are."""
     from optuna_dashboard.artifact import get_artifact_path
 
-    from study._backends.artifacts import open_store, upload
+    from study._backends.artifacts import upload
     from study._final_model import mark
     from study._tuning import save_note
 
-    store = open_store(settings.artifact_location)
+    study, settings, store = opened.study, opened.definition, opened.store
     files = [staging / "confusion_matrix.png", staging / "report.json", staging / "report.md", *sorted((staging / "model").iterdir())]
     ids = {str(path.relative_to(staging)): upload(store, study, path) for path in files if path.is_file()}
     # The dashboard serves each artifact at get_artifact_path: the note links the files and shows the image.
@@ -177,7 +178,7 @@ def remove_stale_staging(folder: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: FinalSettings) -> int:
+def retrain_and_test(opened: OpenedStudy, chosen: FinalSettings) -> int:
     from emotion_core.cache import ModelCache
     from study._backends.artifacts import dashboard_command
     from study._final_model import export_standalone
@@ -188,10 +189,18 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
     from study._studies import pick_trial, top_trials
     from study._trackers import trial_trackers
 
+    study, settings = opened.study, opened.definition
     candidates = [pick_trial(study, chosen.trial)] if chosen.top == 1 else top_trials(study, chosen.top)
     if len(candidates) < chosen.top:
         print(f"note: --top {chosen.top}, but the study has {len(candidates)} completed trial(s): retraining those")
-    tokenizer, data = prepare_data(settings)
+    prepared: dict[str, tuple] = {}
+
+    def inputs_of(trial) -> tuple:  # the tokenizer and data of the trial's model, prepared once
+        model = settings.model_of(trial.params)
+        if model not in prepared:
+            prepared[model] = prepare_data(settings.for_model(model))
+        return prepared[model]
+
     seeds = [settings.seed + 1 + k for k in range(chosen.seeds)]
     out = settings.study_dir / "final"
     remove_stale_staging(settings.study_dir)
@@ -201,6 +210,7 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
     try:
         retrained = []
         for trial in candidates:
+            tokenizer, data = inputs_of(trial)
             config = settings.train_config(trial.params, len(data.validation))
             print(f"retraining trial {trial.number} ({params_text(trial.params)}) with seed(s) {', '.join(map(str, seeds))} on "
                   f"{len(data.train)} sentences x {config.epochs:g} epoch(s)", flush=True)
@@ -209,6 +219,7 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
         rows = candidate_rows(candidates, retrained)
         kept = max(range(len(candidates)), key=lambda i: (retrained[i].val_accuracy, -i))
         trial, again = candidates[kept], retrained[kept]
+        tokenizer, data = inputs_of(trial)
         if len(candidates) > 1:
             print(f"kept trial {trial.number}: retrained val accuracy {again.val_accuracy:.4f}, the best of the {len(candidates)} "
                   "candidates; testing it once on the test split", flush=True)
@@ -222,7 +233,7 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
         save_confusion_matrix(report, staging / "confusion_matrix.png")
         print("writing the standalone model folder (transformers.pipeline loads it as it is) ...", flush=True)
         export_standalone(staging)
-        publish(study, settings, report, staging)
+        publish(opened, report, staging)
         swap_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -240,14 +251,12 @@ def retrain_and_test(study: optuna.Study, settings: StudySettings, chosen: Final
 
 
 def run_final(chosen: FinalSettings) -> int:
-    from study._studies import artifact_location, load_stored_study, stored_settings
+    from study._studies import open_stored
 
-    _, study = load_stored_study(chosen.storage, chosen.study_name)
-    settings = stored_settings(study, storage=chosen.storage, output_dir=chosen.output_dir, verbose=chosen.verbose,
-                               artifact_store=chosen.artifact_store, model=chosen.model, tokenizer=chosen.tokenizer, data=chosen.data)
-    settings = replace(settings, artifact_store=artifact_location(study, settings))
-    with logged_to(settings.study_dir, settings.batch_size):
-        return retrain_and_test(study, settings, chosen)
+    opened = open_stored(chosen.storage, chosen.study_name, output_dir=chosen.output_dir, verbose=chosen.verbose,
+                         artifact_store=chosen.artifact_store, model=chosen.model, tokenizer=chosen.tokenizer, data=chosen.data)
+    with logged_to(opened.definition.study_dir, opened.definition.batch_size):
+        return retrain_and_test(opened, chosen)
 
 
 COMMAND = Command(

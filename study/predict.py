@@ -11,7 +11,6 @@ is the newest.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 
 from emotion_core.text import normalize_text
 from study._command import Command
@@ -41,18 +40,17 @@ def run_predict(settings: PredictSettings) -> int:
     from study import records
     from study._command import quiet_imported_libraries
     from study._final_model import fetch_final, load_final_model
-    from study._studies import artifact_location, load_stored_study, stored_settings
+    from study._studies import open_stored
     from study._urls import mask_url
 
     quiet_imported_libraries()
-    _, study = load_stored_study(settings.storage, settings.study_name, say=lambda line: print(line, file=sys.stderr), final=True)
-    final = records.FinalRecord.read(study)
+    opened = open_stored(settings.storage, settings.study_name, say=lambda line: print(line, file=sys.stderr), final=True,
+                         output_dir=settings.output_dir, artifact_store=settings.artifact_store, model=settings.model)
+    final = records.FinalRecord.read(opened.study)
     if final is None:
-        raise UsageError(f"no final model for study {study.study_name!r}; run emotion-study final --storage "
-                         f"{mask_url(settings.storage)} --study-name {study.study_name!r} first")
-    stored = stored_settings(study, storage=settings.storage, output_dir=settings.output_dir, artifact_store=settings.artifact_store,
-                             model=settings.model)
-    stored = replace(stored, artifact_store=artifact_location(study, stored))
+        raise UsageError(f"no final model for study {opened.name!r}; run emotion-study final --storage "
+                         f"{mask_url(settings.storage)} --study-name {opened.name!r} first")
+    stored = opened.definition
     with logged_to(stored.study_dir):
         model, tokenizer = load_final_model(fetch_final(final, stored.study_dir / "final", stored.artifact_location), settings.model)
         for text, (label, probability) in zip(texts, classify(model, tokenizer, texts)):

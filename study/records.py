@@ -87,7 +87,7 @@ class StudyRecord:
     labels: tuple[str, ...]
     fingerprints: dict[str, str]
     artifact_store: str
-    max_length: int | None = None  # the tokens a text keeps, as chosen (--max-length auto) or given
+    max_length: int | dict[str, int] | None = None  # the tokens a text keeps, as chosen (--max-length auto) or given; per model's label
     layout: int = LAYOUT
 
     def write(self, study: _Writable) -> None:

@@ -65,6 +65,7 @@ def leaderboard(study: optuna.Study, top: int) -> list[dict]:
 def summarize(study: optuna.Study, top: int = 10) -> dict:
     """Everything the report prints, as data (also what --json writes)."""
     from study._show.progress import outcome_counts
+    from study._evidence import models_compared
     from study._studies import pareto_front
     from study._tuning import summarize as tuning
 
@@ -76,6 +77,7 @@ def summarize(study: optuna.Study, top: int = 10) -> dict:
         "directions": [d.name.lower() for d in study.directions],
         "counts": outcome_counts(study),
         **tuning(study),
+        "models": models_compared(study),
         "leaderboard": leaderboard(study, top),
         "pareto_front": [
             {"trial": t.number, "val_accuracy": t.values[0], "peak_memory_mib": records.TrialResult.read(t).peak_memory_mib,
@@ -93,6 +95,23 @@ def _mib(value) -> str:
     return format_mib(value) if isinstance(value, (int, float)) else "-"
 
 
+def models_lines(rows: list[dict]) -> list[str]:
+    """The best model against each other one: how many points it leads by, with the interval and McNemar's p."""
+    top = rows[0]
+    lines = [f"{top['model']} with {top['variant']} (trial {top['trial']}, val accuracy {top['val_accuracy']:.4f}) is the best model"]
+    for row in rows[1:]:
+        name = f"{row['model']} with {row['variant']} (trial {row['trial']}, {row['val_accuracy']:.4f})"
+        if "p_value" not in row:
+            lines.append(f"{name}: not comparable sentence by sentence (no paired evidence)")
+            continue
+        low, high = row["ci95_points"]
+        clear = "a difference the validation sentences can tell from noise" if row["p_value"] < 0.05 and low > 0 else \
+            "a difference the validation sentences cannot tell from noise"
+        lines.append(f"{top['model']} beats {name} by {row['points_behind']:+.1f} points (95% interval {low:+.1f} to {high:+.1f}, "
+                     f"McNemar p = {row['p_value']:.2g}): {clear}")
+    return lines
+
+
 def format_summary(summary: dict) -> str:
     from study._show.text import params_text
     from study._tuning import answer
@@ -105,6 +124,8 @@ def format_summary(summary: dict) -> str:
         lines.append(f"final: trial {final['trial']} retrained with seed(s) {', '.join(map(str, final['seeds']))}, test accuracy "
                      f"{final['test_accuracy']:.4f} (95% interval {low:.4f}-{high:.4f})")
     lines += ["", "what tuning bought:", *(f"  {line}" for line in answer(summary))]
+    if summary["models"]:
+        lines += ["", "which model (the best trial of each, on the same validation sentences):", *(f"  {line}" for line in models_lines(summary["models"]))]
     lines += ["", "leaderboard (val accuracy; a pruned trial by its last report):"]
     lines.append(f"{'rank':>4} {'trial':>5} {'state':<8} {'val_acc':>7} {'variant':<7} {'peak MiB':>8} {'train s':>7}  params")
     for rank, row in enumerate(summary["leaderboard"], start=1):
@@ -131,12 +152,12 @@ def run_report(settings: ReportSettings) -> int:
     import optuna
 
     from study._backends.artifacts import dashboard_command
-    from study._studies import artifact_location, load_stored_study
+    from study._studies import artifact_location, open_stored
     from study._tuning import save_note
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     side = sys.stderr if settings.json else sys.stdout  # --json keeps stdout for the JSON alone
-    _, study = load_stored_study(settings.storage, settings.study_name, say=lambda line: print(line, file=side))
+    study = open_stored(settings.storage, settings.study_name, say=lambda line: print(line, file=side)).study
     summary = summarize(study, settings.top)
     print(json.dumps(summary, indent=2) if settings.json else format_summary(summary))
     if settings.plots:

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from emotion_core import variants
 from emotion_core.precision import PRECISIONS
@@ -52,6 +52,11 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def model_label(model: str) -> str:
+    """A model's short name: the last part of its folder or hub id (``/models/gpt2`` and ``gpt2`` are ``gpt2``)."""
+    return Path(model.rstrip("/")).name or model
+
+
 def parse_max_length(text: str) -> int | None:
     """--max-length: ``auto`` (None) or a number of tokens."""
     if text == "auto":
@@ -64,6 +69,10 @@ def parse_max_length(text: str) -> int | None:
 @dataclass(kw_only=True)
 class Settings:
     """The base of every command's settings: a field's rules are checked when the object is made, then :meth:`check`."""
+
+    # The fields that the command line (or a study file) gave, as the command parsed them; None for settings built in
+    # code. A run of a stored study takes what was not given from the stored definition.
+    given: ClassVar[frozenset[str] | None] = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -237,6 +246,8 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
     search: dict[str, Any] | None = option(None, "the search space, changed from the default key by key: each parameter a range "
                                            "{low, high, log}, {choices: [...]} or a fixed value, a variant's own under its name",
                                            flag=False)
+    models: list[str] | None = option(None, "several base models (hub ids or local folders), each with its own tokenizer: the model "
+                                      "becomes a parameter of the search beside the variant; the same as --model A,B", nargs="+")
 
     # Settings that change what a trial's value means: a stored study refuses a run that differs in any of them. The
     # model, tokenizer and data are compared by content (SOURCES: study._inputs.fingerprints), not by path, so that each
@@ -244,13 +255,23 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
     IDENTITY = ("model", "tokenizer", "data", "variant", "epochs", "batch_size", "max_train_samples", "max_eval_samples", "target_modules",
                 "objective", "evaluation", "max_length", "labels", "search")
     SOURCES = ("model", "tokenizer", "data")
+    # The study's definition, stored with it: its identity and how it searches. A run given only --storage and
+    # --study-name takes these from the stored study (study._studies.join_definition); the rest is this machine's.
+    DEFINITION = (*IDENTITY, "trials", "pruner", "sampler", "baseline", "patience", "seed")
     # What a study made before a setting existed ran with.
     EARLIER = {"objective": "accuracy", "evaluation": "full", "max_length": 128, "labels": None, "search": None}
 
     def check(self) -> None:
         super().check()
+        if self.models:  # one home for the models: --model A,B
+            self.model, self.models = ",".join(self.models), None
         if self.patience < 0:
             raise UsageError(f"--patience must be 0 (off) or positive, got {self.patience}")
+        models = self.searched_models()
+        if not models or len(set(self.model_labels())) != len(models):
+            raise UsageError(f"--model {self.model!r}: name one model, or several distinct ones comma-separated")
+        if len(models) > 1 and self.tokenizer:
+            raise UsageError("--tokenizer names one tokenizer, and several models each take their own: leave it out")
         unknown = [v for v in self.searched_variants() if v not in variants.REGISTRY]
         if unknown or not self.searched_variants():
             raise UsageError(f"--variant {self.variant!r}: unknown {', '.join(map(repr, unknown)) or 'variant'}; "
@@ -263,6 +284,25 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
             )
         self.space()  # a mistake in the search section fails here, naming its key
 
+    def searched_models(self) -> tuple[str, ...]:
+        """The base models the study trains: one, or several that the search chooses among."""
+        return tuple(m.strip() for m in self.model.split(",") if m.strip())
+
+    def model_labels(self) -> tuple[str, ...]:
+        """What trials, reports and folder names call each searched model: its folder's or hub id's last part. A
+        trial's ``model`` parameter is a label, so that machines keeping the models at other paths share the study."""
+        return tuple(model_label(m) for m in self.searched_models())
+
+    def model_of(self, params: dict[str, Any]) -> str:
+        """The base model a trial's (or a chosen trial's) parameters train: its ``model`` label, else the only one."""
+        models = self.searched_models()
+        label = params.get("model")
+        return models[self.model_labels().index(label)] if label is not None else models[0]
+
+    def for_model(self, model: str) -> StudySettings:
+        """These settings with one base model (what a trial of that model trains with; data prepared for it)."""
+        return dataclasses.replace(self, model=model, tokenizer=self.tokenizer if len(self.searched_models()) == 1 else None)
+
     def searched_variants(self) -> tuple[str, ...]:
         """The variants the study trains: one, or several that the search chooses among."""
         if self.variant == "all":
@@ -272,24 +312,29 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
     def space(self) -> SearchSpace:
         """What the study searches: the default space, changed by the search section, with --target-modules fixed."""
         flags = {"lora_targets": ("--target-modules", list(self.target_modules))} if self.target_modules else {}
-        return SearchSpace.from_dict(self.search, self.searched_variants(), flags)
+        return dataclasses.replace(SearchSpace.from_dict(self.search, self.searched_variants(), flags), models=self.model_labels())
 
     def resolved_study_name(self) -> str:
         if self.study_name:
             return self.study_name
-        model = Path(self.model.rstrip("/")).name or self.model
+        model = "+".join(self.model_labels())
         suffix = "-" + self.objective.replace(",", "-") if self.multi_objective else ""  # its trials' values mean another thing
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model}-{self.variant}{suffix}")
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "-", f"{model}-{self.variant}{suffix}")
 
     def identity(self) -> dict:
         """The identity settings, local paths made absolute (another command, run elsewhere in the tree, finds them)."""
+        definition = self.definition()
+        return {key: definition[key] for key in self.IDENTITY}
+
+    def definition(self) -> dict:
+        """The definition settings (DEFINITION), local paths made absolute: what the study stores."""
         values = asdict(self)
         for key in self.SOURCES:
-            if values[key] is not None and looks_like_path(values[key]):
-                values[key] = str(local_path(values[key]).resolve())
+            if values[key] is not None:
+                values[key] = ",".join(str(local_path(v).resolve()) if looks_like_path(v) else v for v in values[key].split(","))
         # The search section in its canonical form: None where it leaves the default space as it is.
         values["search"] = SearchSpace.from_dict(self.search, self.searched_variants()).to_dict() or None
-        return {key: values[key] for key in self.IDENTITY}
+        return {key: values[key] for key in self.DEFINITION}
 
     def pruning_eval_size(self, n_validation: int) -> int | None:
         """How many validation sentences the pruner's evaluations use; None: the whole split."""
@@ -305,7 +350,7 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
         name = params.get("variant", self.searched_variants()[0])
         values = {"epochs": self.epochs, "batch_size": self.batch_size, **params, **self.space().fixed(name)}
         return TrainConfig(
-            model=self.model,
+            model=self.model_of(params),
             variant=name,
             **{key: values[key] for key in OPTIMIZER if key in values},
             variant_params=variants.get(name).params_of(values),

@@ -12,7 +12,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from study import records
-from study._backends import open_storage, trial_id
+from study._backends import open_storage
+from study._opened import OpenedStudy
 from study.records import Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +73,9 @@ def test_trial_records_round_trip(stored):
 
 def test_a_record_written_to_another_process_trial_by_its_storage_id(stored):
     storage, study, trial = stored
-    records.Failure(Outcome.INTERRUPTED, "interrupted").write(records.StoredTrial(storage, trial_id(storage, study, trial.number)))
-    storage.set_trial_state_values(trial_id(storage, study, trial.number), TrialState.FAIL)
+    stored_id = OpenedStudy(storage, study, None).trial_id(trial.number)
+    records.Failure(Outcome.INTERRUPTED, "interrupted").write(records.StoredTrial(storage, stored_id))
+    storage.set_trial_state_values(stored_id, TrialState.FAIL)
     frozen = reloaded(storage, study)
     assert records.outcome(frozen) == Outcome.INTERRUPTED and records.outcome(frozen).retried
 

@@ -22,7 +22,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from study import records, run
-from study._backends import open_storage, trial_id
+from study._backends import open_storage
+from study._opened import OpenedStudy
 from study._backends.heartbeat import JournalFileStorage
 from study._trials.liveness import fail_stale_trials
 from tests.conftest import study_dir
@@ -182,11 +183,11 @@ def test_a_journal_file_has_a_heartbeat_and_retries_a_trial_whose_process_died(t
     assert isinstance(open_storage(str(tmp_path / "other.journal")), JournalFileStorage)
     study = optuna.create_study(storage=storage)
     trial = study.ask({"x": FloatDistribution(0, 1)})
-    storage.record_heartbeat(trial_id(storage, study, trial.number))  # then its process "dies": no more heartbeats
+    storage.record_heartbeat(OpenedStudy(storage, study, None).trial_id(trial.number))  # then its process "dies": no more heartbeats
     study_id = storage.get_study_id_from_name(study.study_name)
     assert storage.stale_trial_ids(study_id) == []
     time.sleep(2.2)
-    fail_stale_trials(storage, study)
+    fail_stale_trials(OpenedStudy(storage, study, None))
     dead, queued = study.get_trials()
     assert dead.state == TrialState.FAIL and queued.state == TrialState.WAITING
     assert queued.system_attrs["failed_trial"] == 0 and queued.params == dead.params

@@ -102,7 +102,7 @@ def _training_arguments(config: TrainConfig, output_dir: str, bf16: bool, compil
 
 def _without_length(collate: Callable) -> Callable:
     def collate_rows(rows: list[dict]) -> dict:
-        return collate([{k: v for k, v in row.items() if k != "length"} for row in rows])
+        return collate([{k: v for k, v in row.items() if k not in ("length", "row")} for row in rows])
 
     return collate_rows
 

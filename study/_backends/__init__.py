@@ -86,8 +86,3 @@ def study_exists(storage: BaseStorage, name: str) -> bool:
         return True
     except KeyError:
         return False
-
-
-def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
-    """The storage's id of trial ``number`` of ``study`` (what storage calls take)."""
-    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)

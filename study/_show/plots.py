@@ -244,7 +244,7 @@ def bar_chart(summary: dict, path: Path) -> Path:
 
     plt = _pyplot()
     rows = [r for r in summary["rows"] if "error" not in r]
-    names = [r["variant"] for r in rows]
+    names = [r["name"] for r in rows]
     x = np.arange(len(rows))
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     means = np.array([r["test_accuracy"] for r in rows])

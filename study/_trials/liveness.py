@@ -16,12 +16,11 @@ from functools import cache
 
 import optuna
 import psutil
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from study import _optuna, records
-from study._backends import trial_id
 from study._backends.heartbeat import HEARTBEAT_INTERVAL_S, now, retry, stale_reason
+from study._opened import OpenedStudy
 
 
 @cache
@@ -68,41 +67,42 @@ def _is_dead_here(trial: FrozenTrial) -> bool:
         return False
 
 
-def fail_and_retry(storage: BaseStorage, study: optuna.Study, trial: FrozenTrial, failure: records.Failure) -> bool:
+def fail_and_retry(opened: OpenedStudy, trial: FrozenTrial, failure: records.Failure) -> bool:
     """Fail a RUNNING trial, saying why (a finished trial's attrs can no longer be written, so the reason comes
     first), and queue its retry. False when another process finished it first."""
-    stored = records.StoredTrial(storage, trial_id(storage, study, trial.number))
+    storage = opened.storage
+    stored = records.StoredTrial(storage, opened.trial_id(trial.number))
     try:
         failure.write(stored)
         if not storage.set_trial_state_values(stored.trial_id, state=TrialState.FAIL):
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # another worker was first
-    retry(study, storage.get_trial(stored.trial_id), failure.reason)
+    retry(opened.study, storage.get_trial(stored.trial_id), failure.reason)
     return True
 
 
-def fail_stale_trials(storage: BaseStorage, study: optuna.Study) -> list[int]:
+def fail_stale_trials(opened: OpenedStudy) -> list[int]:
     """Optuna's heartbeat check, with the reason on each trial it fails: the running trials that sent no heartbeat for
     the grace period. (Optuna's public fail_stale_trials fails them first and cannot say why.)"""
     failed = []
-    for stale in _optuna.stale_trial_ids(storage, storage.get_study_id_from_name(study.study_name)):
-        trial = storage.get_trial(stale)
-        if trial.state == TrialState.RUNNING and fail_and_retry(storage, study, trial, records.Failure(records.Outcome.DIED, stale_reason(trial))):
+    for stale in _optuna.stale_trial_ids(opened.storage, opened.study_id):
+        trial = opened.storage.get_trial(stale)
+        if trial.state == TrialState.RUNNING and fail_and_retry(opened, trial, records.Failure(records.Outcome.DIED, stale_reason(trial))):
             failed.append(trial.number)
     return failed
 
 
-def recover_dead_trials(storage: BaseStorage, study: optuna.Study) -> list[int]:
+def recover_dead_trials(opened: OpenedStudy) -> list[int]:
     """Fail the RUNNING trials whose process this one can see is gone (kill -9, a crash) and queue their retries,
     without waiting for the grace period. Returns the numbers of the trials recovered."""
     recovered = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in opened.trials(TrialState.RUNNING):
         if not _is_dead_here(trial):
             continue
         reason = (f"{records.Worker.read(trial).where()}: its process was gone: taken for dead by pid {os.getpid()} at {now()}; "
                   "retried from its last checkpoint")
-        if fail_and_retry(storage, study, trial, records.Failure(records.Outcome.DIED, reason)):
+        if fail_and_retry(opened, trial, records.Failure(records.Outcome.DIED, reason)):
             recovered.append(trial.number)
     return recovered
 
@@ -110,9 +110,8 @@ def recover_dead_trials(storage: BaseStorage, study: optuna.Study) -> list[int]:
 class Watcher:
     """A daemon thread that fails and retries dead trials every ``interval_s``, also while this worker trains."""
 
-    def __init__(self, storage: BaseStorage, study: optuna.Study, interval_s: float = HEARTBEAT_INTERVAL_S, on_recovered=None):
-        self.storage = storage
-        self.study = study
+    def __init__(self, opened: OpenedStudy, interval_s: float = HEARTBEAT_INTERVAL_S, on_recovered=None):
+        self.opened = opened
         self.interval_s = interval_s
         self.on_recovered = on_recovered
         self._stop = threading.Event()
@@ -121,7 +120,7 @@ class Watcher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                recovered = recover_dead_trials(self.storage, self.study) + fail_stale_trials(self.storage, self.study)
+                recovered = recover_dead_trials(self.opened) + fail_stale_trials(self.opened)
             except Exception as error:  # noqa: BLE001 - a check that failed now runs again next interval
                 print(f"dead-trial check failed ({type(error).__name__}: {error}); trying again in {self.interval_s:.0f} s", flush=True)
                 continue

@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import optuna
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from study import records
-from study._backends import trial_id
 from study._backends.heartbeat import retry
+from study._opened import OpenedStudy
 from study._errors import describe
 from study._trials.liveness import Watcher, fail_and_retry, fail_stale_trials, recover_dead_trials, runs_in_this_process, worker_identity
 from study._trials.objective import TrialFailed
@@ -124,50 +123,51 @@ class WorkerObjective:
             raise
 
 
-def _mark_interrupted(storage: BaseStorage, study: optuna.Study, current: int | None) -> None:
+def _mark_interrupted(opened: OpenedStudy, current: int | None) -> None:
     """After Ctrl-C or SIGTERM: no trial of this process stays RUNNING, and the interrupted one is queued to continue from its
     checkpoint when the command is run again."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)):
+    for trial in opened.trials(TrialState.RUNNING, TrialState.FAIL):
         if not runs_in_this_process(trial):
             continue
         if trial.state == TrialState.RUNNING:  # the signal came while Optuna itself was busy with the trial
-            fail_and_retry(storage, study, trial, INTERRUPTED)
+            fail_and_retry(opened, trial, INTERRUPTED)
         elif trial.number == current and records.outcome(trial) == records.Outcome.INTERRUPTED:
-            retry(study, trial, INTERRUPTED.reason)
+            retry(opened.study, trial, INTERRUPTED.reason)
 
 
 StopRule = Callable[[optuna.Study], "str | None"]  # why the study should start no more trials, or None
 
 
-def run_trials(storage: BaseStorage, study: optuna.Study, objective: Callable, total: int, callbacks: Sequence[Callable] = (),
+def run_trials(opened: OpenedStudy, objective: Callable, total: int, callbacks: Sequence[Callable] = (),
                deadline: float | None = None, stop_rule: StopRule | None = None) -> str | None:
-    """Run trials of ``study`` in this process until it holds ``total`` finished trials or ``stop_rule`` gives a reason
+    """Run trials of the opened study in this process until it holds ``total`` finished trials or ``stop_rule`` gives a reason
     to stop (which it returns), while a watcher thread fails and retries the trials of dead workers (liveness).
 
     Raises KeyboardInterrupt after Ctrl-C (the current trial marked FAIL and queued for retry) and TrialsKeepFailing
     after MAX_CONSECUTIVE_FAILURES failed trials in a row.
     """
     worker = WorkerObjective(objective, total, getattr(objective, "log", None))
-    with stop_on_first_signal(), Watcher(storage, study):
-        return _run_trials(storage, study, total, callbacks, deadline, worker, stop_rule)
+    with stop_on_first_signal(), Watcher(opened):
+        return _run_trials(opened, total, callbacks, deadline, worker, stop_rule)
 
 
-def taken_over(storage: BaseStorage, study: optuna.Study, number: int | None) -> FrozenTrial | None:
+def taken_over(opened: OpenedStudy, number: int | None) -> FrozenTrial | None:
     """The trial this worker ran, if another process failed it (no heartbeat while this one stalled) and retried it:
     then telling its result raised ("Cannot tell a FAIL trial")."""
     if number is None:
         return None
-    trial = storage.get_trial(trial_id(storage, study, number))
+    trial = opened.stored_trial(number)
     return trial if trial.state == TrialState.FAIL else None
 
 
-def _run_trials(storage, study, total, callbacks, deadline, worker, stop_rule) -> str | None:
+def _run_trials(opened: OpenedStudy, total, callbacks, deadline, worker, stop_rule) -> str | None:
+    study = opened.study
     failures_in_a_row = 0
     waiting_said = False
     try:
         while True:
-            recover_dead_trials(storage, study)
-            fail_stale_trials(storage, study)
+            recover_dead_trials(opened)
+            fail_stale_trials(opened)
             trials = study.get_trials(deepcopy=False)
             finished = sum(t.state in FINISHED for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -190,7 +190,7 @@ def _run_trials(storage, study, total, callbacks, deadline, worker, stop_rule) -
             try:
                 study.optimize(worker, n_trials=1, catch=(Exception,), callbacks=list(callbacks), gc_after_trial=True)
             except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # "Cannot tell a FAIL trial": see taken_over
-                lost = taken_over(storage, study, worker.current)
+                lost = taken_over(opened, worker.current)
                 if lost is None:
                     raise
                 print(f"trial {lost.number}: result dropped: another worker took it for dead while this one stalled "
@@ -208,5 +208,5 @@ def _run_trials(storage, study, total, callbacks, deadline, worker, stop_rule) -
                     reason = records.fail_reason(trial) or "no reason was recorded"
                     raise TrialsKeepFailing(f"{failures_in_a_row} trials in a row failed; the last one: {reason}")
     except KeyboardInterrupt:  # further signals are ignored by now (stop_on_first_signal)
-        _mark_interrupted(storage, study, worker.current)
+        _mark_interrupted(opened, worker.current)
         raise

@@ -9,18 +9,18 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import optuna
-from optuna.storages import BaseStorage
 
 from emotion_core.cache import ModelCache
-from emotion_core.data import TokenizedSplits
+from emotion_core.data import TokenizedSplits, in_split_order
 from emotion_core.training import Evaluation, Result, checkpoint, release_memory, train
 from emotion_core.training.callbacks import evaluation_steps
 from study import records
 from study._backends.artifacts import Checkpoints
 from study._errors import append_traceback, describe
+from study._opened import OpenedStudy
 from study._trackers import Trackers
-from study.settings import StudySettings
 
 
 class TrialFailed(RuntimeError):
@@ -48,40 +48,40 @@ class Objective:
     A multi-objective trial is not pruned (Optuna's pruners compare one value), nor is a baseline trial.
     """
 
-    def __init__(self, settings: StudySettings, data: TokenizedSplits, tokenizer, storage: BaseStorage, progress: TrialProgress | None = None,
-                 cache: ModelCache | None = None, store=None, trackers: Trackers | None = None):
-        self.settings = settings
-        self.space = settings.space()
-        self.data = data
-        self.tokenizer = tokenizer
-        self.storage = storage
+    def __init__(self, opened: OpenedStudy, inputs: dict[str, tuple[object, TokenizedSplits]], progress: TrialProgress | None = None,
+                 cache: ModelCache | None = None, trackers: Trackers | None = None, store_checkpoints: bool = True):
+        self.opened = opened
+        self.settings = opened.definition
+        self.space = self.settings.space()
+        self.inputs = inputs  # each searched model's tokenizer and tokenized data, by its label
         self.progress = progress  # study.run passes it to study.optimize as a callback too
         self.cache = cache or ModelCache()
-        self.store = store  # the artifact store that keeps checkpoints for every machine
         self.trackers = trackers  # where each trial's training curves also go (--report-to)
+        self.store_checkpoints = store_checkpoints  # into the study's artifact store, for a retry on any machine
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = self.space.suggest(trial)
-        config = self.settings.train_config(params, len(self.data.validation))
+        tokenizer, data = self.inputs[params.get("model", self.settings.model_labels()[0])]
+        config = self.settings.train_config(params, len(data.validation))
         start = records.TrialStart.read(trial)
         records.TrialStart(variant=config.variant, baseline=start.baseline).write(trial)
-        stored = Checkpoints(self.store, self.storage.get_study_id_from_name(trial.study.study_name)) if self.store is not None else None
+        stored = Checkpoints(self.opened.store, self.opened.study_id) if self.store_checkpoints else None
         local = self._working_copy(trial.number)
         retry = records.Retry.read(trial)
         self._continue(trial, retry, stored, local)
         with self.trackers.run(f"trial-{trial.number}") if self.trackers is not None else nullcontext() as tracked:
-            result = self._train(trial, config, start.baseline, retry, stored, local, tracked.callbacks if tracked else ())
-            value = self._value(trial, result)
+            result = self._train(trial, config, tokenizer, data, start.baseline, retry, stored, local, tracked.callbacks if tracked else ())
+            value = self._value(trial, result, data)
             if tracked is not None:
                 tracked.finish(trial.params, value if isinstance(value, float) else value[0], "FINISHED")
             return value
 
-    def _train(self, trial: optuna.Trial, config, baseline: bool, retry: records.Retry | None, stored: Checkpoints | None,
+    def _train(self, trial: optuna.Trial, config, tokenizer, data: TokenizedSplits, baseline: bool, retry: records.Retry | None, stored: Checkpoints | None,
                local: Path, callbacks) -> Result:
         """Train the trial's config; clean up its checkpoints once done; a failure is recorded and raises TrialFailed."""
         failure = None
         try:
-            result = train(config, self.data, self.tokenizer, self._on_eval(trial, config, baseline), on_step=self._on_step(trial),
+            result = train(config, data, tokenizer, self._on_eval(trial, config, baseline), on_step=self._on_step(trial),
                            cache=self.cache, checkpoint_dir=local, callbacks=callbacks,
                            on_checkpoint=(lambda folder: stored.save(trial, folder)) if stored is not None else None)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -96,7 +96,7 @@ class Objective:
         for number in done:
             checkpoint.remove(self._working_copy(number))
         if stored is not None:
-            stored.remove(done, evaluation_steps(len(self.data.train), config))
+            stored.remove(done, evaluation_steps(len(data.train), config))
         if failure is not None:
             release_memory()
             records.Failure(records.Outcome.FAILED, failure).write(trial)
@@ -151,7 +151,7 @@ class Objective:
             return None
         return lambda step, total: self.progress.on_trial_step(trial.number, step, total)
 
-    def _value(self, trial: optuna.Trial, result: Result) -> float | tuple[float, float]:
+    def _value(self, trial: optuna.Trial, result: Result, data: TokenizedSplits) -> float | tuple[float, float]:
         """The trial's value from its result; a diverged or stopped run is pruned."""
         records.TrialResult.from_summary(result.summary(), result.resumed_from_step).write(trial)
         if result.diverged:
@@ -161,7 +161,13 @@ class Objective:
             last = result.evaluations[-1]
             raise optuna.TrialPruned(f"pruned at step {last.step} with val accuracy {last.accuracy:.4f}")
         if result.val_correct is not None:
-            records.Evidence(correct=result.val_correct, data=self.data.key).write(trial)
+            # One model: in the tokenized split's order under its key, as a study has always stored it. Several: in the
+            # raw split's order under the sentences' key, so that the trials of every model pair up sentence by sentence.
+            if len(self.inputs) == 1:
+                correct, key = result.val_correct, data.key
+            else:
+                correct, key = np.asarray(in_split_order(result.val_correct, data.validation), dtype=bool), data.sentences
+            records.Evidence(correct=correct, data=key).write(trial)
         if not self.settings.multi_objective:
             return result.val_accuracy
         memory = result.summary()["peak_memory_mib"]  # as stored in the record

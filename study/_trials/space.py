@@ -64,6 +64,7 @@ class SearchSpace:
     searched: tuple[str, ...]
     optimizer: dict[str, Dimension]
     own: dict[str, dict[str, Dimension]]
+    models: tuple[str, ...] = ()  # the labels of the study's base models: several make the model a parameter too
 
     @classmethod
     def default(cls, searched: Sequence[str]) -> SearchSpace:
@@ -122,6 +123,8 @@ class SearchSpace:
         """The trial's parameters. With several variants the variant is a parameter too, and each variant's own
         parameters are asked only of its trials, so that TPE learns them where they matter."""
         params: dict[str, Any] = {}
+        if len(self.models) > 1:
+            params["model"] = trial.suggest_categorical("model", list(self.models))
         if len(self.searched) > 1:
             params["variant"] = trial.suggest_categorical("variant", list(self.searched))
         variant = params.get("variant", self.searched[0])
@@ -137,13 +140,16 @@ class SearchSpace:
     def baseline(self, budget: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Each searched variant's default parameters (its learning rate and own, TrainConfig's for the rest, ``budget``'s
         epochs and batch size), each brought into the space: the trials that a new study enqueues first, what tuning is
-        measured against. Only searched parameters: the fixed ones are the space's."""
+        measured against; one per model where several are searched. Only searched parameters: the fixed ones are the
+        space's."""
         configured = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in OPTIMIZER}
         baselines = []
-        for variant in self.searched:
-            defaults = {**configured, **budget, **variants.get(variant).default_params()}
-            params = {name: dim.clip(defaults[name]) for name, dim in self.dimensions(variant).items() if not isinstance(dim, Fixed)}
-            baselines.append({"variant": variant, **params} if len(self.searched) > 1 else params)
+        for model in self.models or (None,):
+            for variant in self.searched:
+                defaults = {**configured, **budget, **variants.get(variant).default_params()}
+                params = {name: dim.clip(defaults[name]) for name, dim in self.dimensions(variant).items() if not isinstance(dim, Fixed)}
+                params = {"variant": variant, **params} if len(self.searched) > 1 else params
+                baselines.append({"model": model, **params} if len(self.models) > 1 else params)
         return baselines
 
     def describe(self) -> list[str]:

@@ -12,8 +12,8 @@ import time
 from contextlib import contextmanager
 
 import optuna
-from optuna.storages import BaseStorage
 
+from study._opened import OpenedStudy
 from study._trials.loop import POLL_S, SIGNALS, TrialsKeepFailing, run_trials, stop_on_first_signal
 from study.settings import StudySettings
 
@@ -69,18 +69,18 @@ def _stop_with_command(command_pid: int) -> None:
     threading.Thread(target=watch, name="stop-with-command", daemon=True).start()
 
 
-def work(storage: BaseStorage, study: optuna.Study, settings: StudySettings, data, tokenizer, progress, deadline: float | None) -> str | None:
+def work(opened: OpenedStudy, inputs, progress, deadline: float | None) -> str | None:
     """Run the study's trials in this process (study._trials.loop) until it holds its total or the stop rule stops it;
-    returns the stop rule's reason, if it did."""
+    returns the stop rule's reason, if it did. ``inputs``: each searched model's tokenizer and tokenized data."""
     from emotion_core.cache import ModelCache
-    from study._backends.artifacts import open_store
     from study._evidence import patience_rule
     from study._trackers import trial_trackers
     from study._trials.objective import Objective
 
-    objective = Objective(settings, data, tokenizer, storage, progress, ModelCache(freeze_gc=True), open_store(settings.artifact_location),
-                          trackers=trial_trackers(settings.report_to, study.study_name, settings.study_dir))
-    return run_trials(storage, study, objective, settings.trials, [progress] if progress is not None else [], deadline,
+    settings = opened.definition
+    objective = Objective(opened, inputs, progress, ModelCache(freeze_gc=True),
+                          trackers=trial_trackers(settings.report_to, opened.name, settings.study_dir))
+    return run_trials(opened, objective, settings.trials, [progress] if progress is not None else [], deadline,
                       stop_rule=patience_rule(settings.patience))
 
 
@@ -89,9 +89,8 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None, 
     _stop_with_command(command_pid)
     from study._backends import open_storage
     from study._command import configure_logging
-    from study._inputs import prepare_data
+    from study._inputs import prepare_inputs
     from study._show.progress import Progress
-    from study._trials.sampling import make_pruner, make_sampler
 
     configure_logging(settings.verbose)
     import torch
@@ -99,11 +98,10 @@ def worker_process(settings: StudySettings, index: int, deadline: float | None, 
     if not torch.cuda.is_available():  # share the cores instead of each worker taking them all
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
     storage = open_storage(settings.storage)
-    study = optuna.load_study(study_name=settings.resolved_study_name(), storage=storage, pruner=make_pruner(settings))
-    study.sampler = make_sampler(settings)
-    tokenizer, data = prepare_data(settings)
+    opened = OpenedStudy(storage, optuna.load_study(study_name=settings.resolved_study_name(), storage=storage), settings).with_search()
+    inputs = prepare_inputs(settings)
     try:
-        work(storage, study, settings, data, tokenizer, Progress(study, settings.trials, bar=False), deadline)  # interleaved lines: no bars
+        work(opened, inputs, Progress(opened.study, settings.trials, bar=False), deadline)  # interleaved lines: no bars
     except KeyboardInterrupt:
         sys.exit(130)
     except TrialsKeepFailing as error:
