@@ -12,8 +12,6 @@ that Optuna's own retry of trial creation made is failed as surplus, never left 
 
 from __future__ import annotations
 
-import copy
-import datetime
 import functools
 import os
 import sys
@@ -34,7 +32,6 @@ from study._optuna import Heartbeat
 
 RETRY_FOR_S = float(os.environ.get("EMOTION_STUDY_STORAGE_RETRY_S", "300"))
 BACKOFF_S = (0.5, 10.0)  # first and longest wait between attempts
-CREATION_TAG = "creation"  # a trial's system attr: the one create_new_trial call that made it
 
 
 def to_stderr(message: str) -> None:
@@ -125,13 +122,7 @@ class RetryingStorage(BaseStorage, Heartbeat):
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         tag = uuid.uuid4().hex
-        if template_trial is None:  # what RDBStorage makes without a template, plus the tag
-            template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.datetime.now(),
-                                   datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
-                                   intermediate_values={}, trial_id=-1)
-        else:
-            template = copy.copy(template_trial)
-        template.system_attrs = {**template.system_attrs, CREATION_TAG: tag}  # a copied trial's own tag is replaced
+        template = records.tagged_template(template_trial, tag)
         state = template.state
         trial_id = self._retried(self.inner.create_new_trial, "create_new_trial", study_id, template,
                                  made=lambda: next(iter(self._tagged(study_id, tag, state)), None))
@@ -147,7 +138,7 @@ class RetryingStorage(BaseStorage, Heartbeat):
         """The ids of the study's trials in ``state`` that the create_new_trial call with ``tag`` made."""
         trials = self.inner.get_all_trials(study_id, deepcopy=False, states=(state,))
         return [self.inner.get_trial_id_from_study_id_trial_number(study_id, t.number)
-                for t in trials if t.system_attrs.get(CREATION_TAG) == tag]
+                for t in trials if records.creation_tag(t) == tag]
 
     def stale_trial_ids(self, study_id: int) -> list[int]:
         return self._retried(_optuna.stale_trial_ids, "stale_trial_ids", self.inner, study_id)
