@@ -393,3 +393,27 @@ def write_heartbeat(storage, trial_id: int, when: float) -> None:
 
 def last_heartbeat(trial: FrozenTrial, trial_id: int) -> float | None:
     return trial.system_attrs.get(_heartbeat_key(trial_id))
+
+
+_CREATION_KEY = "creation"  # a trial's system attr: the one create_new_trial call that made it
+
+
+def tagged_template(template: FrozenTrial | None, tag: str) -> FrozenTrial:
+    """The template of a new trial, carrying ``tag``: a copy of ``template``, or what RDBStorage makes without one (a
+    running trial that holds nothing yet). A copied trial's own tag is replaced."""
+    import copy
+    import datetime
+
+    from optuna.trial import FrozenTrial, TrialState
+
+    if template is None:
+        template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.datetime.now(),
+                               datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+                               intermediate_values={}, trial_id=-1)
+    tagged = copy.copy(template)
+    tagged.system_attrs = {**template.system_attrs, _CREATION_KEY: tag}
+    return tagged
+
+
+def creation_tag(trial: FrozenTrial) -> str | None:
+    return trial.system_attrs.get(_CREATION_KEY)

@@ -9,31 +9,80 @@ trial with the same parameters, which continues from the dead trial's last check
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import warnings
+from contextlib import closing
+from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from study._backends.heartbeat import GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, JournalFileStorage, RetryDeadTrial
+from study._backends.heartbeat import JournalFileStorage, RetryDeadTrial, grace_period_s, heartbeat_interval_s
 from study._backends.retrying import RetryingStorage
 from study._errors import UsageError
 from study._urls import is_journal, is_sqlite, local_file, mask_url, register_secret
 
 # The driver SQLAlchemy picks for a bare scheme, and the one to use instead when only that one is installed.
 DRIVER_FALLBACKS = {"postgresql": ("psycopg", "postgresql+psycopg2", "psycopg2"), "mysql": ("MySQLdb", "mysql+pymysql", "pymysql")}
+SQLITE_HEADER = b"SQLite format 3\x00"
+OPTUNA_TABLES = {"studies", "version_info"}
 
 
 def with_installed_driver(url: str) -> str:
-    """``postgresql://`` and ``mysql://`` with whichever of their usual drivers is installed."""
+    """``postgresql://`` (or libpq's and Heroku's ``postgres://``) and ``mysql://`` with whichever of their usual
+    drivers is installed."""
     import importlib.util
 
     scheme, sep, rest = url.partition("://")
+    scheme = "postgresql" if scheme == "postgres" and sep else scheme  # SQLAlchemy knows only the long name
     if scheme in DRIVER_FALLBACKS:
         default, fallback, module = DRIVER_FALLBACKS[scheme]
         if importlib.util.find_spec(default) is None and importlib.util.find_spec(module) is not None:
             return f"{fallback}{sep}{rest}"
-    return url
+    return f"{scheme}{sep}{rest}"
+
+
+def _journal_record(line: bytes) -> bool:
+    """Whether ``line`` is a record of Optuna's journal (a JSON object with an op_code), or the start of one that a
+    writer is appending right now."""
+    if not line.endswith(b"\n"):
+        return line.startswith(b'{"op_code":')
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "op_code" in record
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)) as db:  # reads only
+        return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def check_storage_file(url: str) -> None:
+    """Refuse a file storage's existing file that is not a storage of its kind (a user's notes, another program's
+    database), before Optuna appends a journal record or creates its tables in it. An empty file is a new storage."""
+    path = local_file(url)
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as file:
+        head = file.readline(1 << 16)
+    if is_journal(url):
+        if not _journal_record(head):
+            raise UsageError(f"--storage {url}: {path} is not an Optuna journal file (its first line is no journal "
+                             "record); pass a new file or an existing journal")
+        return
+    if not head.startswith(SQLITE_HEADER):
+        raise UsageError(f"--storage {url}: {path} is not an SQLite database; pass a new file or an Optuna SQLite storage")
+    try:
+        tables = _sqlite_tables(path)
+    except sqlite3.Error as error:
+        raise UsageError(f"--storage {url}: cannot read {path} as an SQLite database ({error})") from error
+    if tables and not OPTUNA_TABLES <= tables:
+        raise UsageError(f"--storage {url}: {path} is an SQLite database without Optuna's tables (it holds "
+                         f"{', '.join(sorted(tables)[:5])}); pass a new file or an Optuna SQLite storage")
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -53,21 +102,23 @@ def open_storage(url: str, *, heartbeat: bool = True) -> BaseStorage:
     """
     register_secret(url)
     callback = RetryDeadTrial() if heartbeat else None
-    interval = HEARTBEAT_INTERVAL_S if heartbeat else None
+    interval = heartbeat_interval_s() if heartbeat else None
+    grace = grace_period_s() if heartbeat else None
     try:
         if "://" not in url and not is_journal(url):
             raise UsageError(
                 f"--storage {url!r} is neither a database URL nor a journal file; pass sqlite:///path.db, "
                 "postgresql://user@host/db, mysql+pymysql://user@host/db or a journal file path ending in .journal"
             )
+        check_storage_file(url)
         if local_file(url) is not None:
             local_file(url).parent.mkdir(parents=True, exist_ok=True)
         if is_journal(url):
-            return JournalFileStorage(str(local_file(url)), interval, GRACE_PERIOD_S, callback)
+            return JournalFileStorage(str(local_file(url)), interval, grace, callback)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             inner = RDBStorage(with_installed_driver(url), engine_kwargs=_engine_kwargs(url), heartbeat_interval=interval,
-                               grace_period=GRACE_PERIOD_S if heartbeat else None, heartbeat_stale_trial_callback=callback)
+                               grace_period=grace, heartbeat_stale_trial_callback=callback)
         return RetryingStorage(optuna.storages.get_storage(inner))
     except (ArgumentError, OperationalError, ImportError, OSError) as error:
         message = " ".join(str(error).split())[:300].replace(url, mask_url(url))

@@ -1,9 +1,9 @@
 """Heartbeats and the retry of a trial whose process stopped sending them.
 
-A running trial records a heartbeat every HEARTBEAT_INTERVAL_S; one without a heartbeat for GRACE_PERIOD_S is taken for
-dead by the other workers, failed, and retried as a new trial with the same parameters, which continues from its last
-checkpoint (study._trials.liveness says why in the failed trial's record). RDBStorage has Optuna's heartbeat; a journal
-file gets one here (:class:`JournalFileStorage`).
+A running trial records a heartbeat every heartbeat_interval_s(); one without a heartbeat for grace_period_s() is taken
+for dead by the other workers, failed, and retried as a new trial with the same parameters, which continues from its
+last checkpoint (study._trials.liveness says why in the failed trial's record). RDBStorage has Optuna's heartbeat; a
+journal file gets one here (:class:`JournalFileStorage`).
 """
 
 from __future__ import annotations
@@ -20,19 +20,44 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from study import records
+from study._errors import UsageError
 from study._optuna import Heartbeat
 
-# Both can be set in the environment, e.g. a longer grace period for preemptible machines that stall.
-HEARTBEAT_INTERVAL_S = int(os.environ.get("EMOTION_STUDY_HEARTBEAT_S", "20"))
-GRACE_PERIOD_S = int(os.environ.get("EMOTION_STUDY_GRACE_PERIOD_S", "60"))
 MAX_RETRY = 3
+
+
+def _seconds(variable: str, default: int) -> int:
+    """A whole number of seconds from the environment, positive as Optuna's heartbeat requires: a negative grace
+    period would take every running trial for dead."""
+    text = os.environ.get(variable, "").strip() or str(default)
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise UsageError(f"{variable}={text!r}: give a positive whole number of seconds (default {default})")
+    return seconds
+
+
+# Both can be set in the environment, e.g. a longer grace period for preemptible machines that stall.
+def heartbeat_interval_s() -> int:
+    return _seconds("EMOTION_STUDY_HEARTBEAT_S", 20)
+
+
+def grace_period_s() -> int:
+    return _seconds("EMOTION_STUDY_GRACE_PERIOD_S", 60)
 
 
 class JournalFileStorage(JournalStorage, Heartbeat):
     """Optuna's journal file storage plus the heartbeat that RDBStorage has, so that Optuna's own stale-trial
-    handling (``fail_stale_trials``, the retry callback) works on it too. The heartbeat is a system attr per trial."""
+    handling (``fail_stale_trials``, the retry callback) works on it too. The heartbeat is a system attr per trial.
+    ``heartbeat_interval`` and ``grace_period`` are None or positive, as RDBStorage's; no grace period is two intervals."""
 
-    def __init__(self, path: str, heartbeat_interval: int | None, grace_period: int, callback):
+    def __init__(self, path: str, heartbeat_interval: int | None, grace_period: int | None, callback):
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
+            raise ValueError("The value of `heartbeat_interval` should be a positive integer.")
+        if grace_period is not None and grace_period <= 0:
+            raise ValueError("The value of `grace_period` should be a positive integer.")
         super().__init__(JournalFileBackend(path))
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
@@ -43,9 +68,10 @@ class JournalFileStorage(JournalStorage, Heartbeat):
 
     def stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
+        grace = self.grace_period or 2 * self.heartbeat_interval
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
         ids = [(self.get_trial_id_from_study_id_trial_number(study_id, t.number), t) for t in running]
-        return [trial_id for trial_id, t in ids if now - (records.last_heartbeat(t, trial_id) or now) > self.grace_period]
+        return [trial_id for trial_id, t in ids if now - (records.last_heartbeat(t, trial_id) or now) > grace]
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval
@@ -69,7 +95,7 @@ def retry(study: optuna.Study, trial: FrozenTrial, reason: str | None) -> None:
 def stale_reason(trial: FrozenTrial) -> str:
     worker = records.Worker.read(trial)
     where = worker.where() if worker is not None else "a worker that never started it"
-    return (f"no heartbeat from {where} for more than {GRACE_PERIOD_S} s: taken for dead by host {socket.gethostname()} "
+    return (f"no heartbeat from {where} for more than {grace_period_s()} s: taken for dead by host {socket.gethostname()} "
             f"at {now()}; retried from its last checkpoint")
 
 

@@ -4,6 +4,10 @@ A worker shares its study through a database that can go away for a while (a res
 failover). Optuna's RDBStorage fails at the first lost connection, and its heartbeat thread stops after one failed
 write; so the storage a study uses is wrapped in RetryingStorage, which retries what failed for a reason that may
 pass (a lost or refused connection) for up to RETRY_FOR_S seconds, and raises anything else at once.
+
+A write whose commit went through but whose reply was lost must not be made twice: a study is created under its name,
+and a trial carries a unique tag, so that a retry finds what the lost attempt made instead of making another (and a copy
+that Optuna's own retry of trial creation made is failed as surplus, never left running with no process to run it).
 """
 
 from __future__ import annotations
@@ -13,17 +17,25 @@ import os
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from study import _optuna
+from study import _optuna, records
 from study._optuna import Heartbeat
 
 RETRY_FOR_S = float(os.environ.get("EMOTION_STUDY_STORAGE_RETRY_S", "300"))
 BACKOFF_S = (0.5, 10.0)  # first and longest wait between attempts
+
+
+def to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def transient(error: BaseException) -> bool:
@@ -54,12 +66,17 @@ class RetryingStorage(BaseStorage, Heartbeat):
     def __init__(self, inner: BaseStorage, retry_for_s: float = RETRY_FOR_S, log=None):
         self.inner = inner
         self.retry_for_s = retry_for_s
-        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.log = log or to_stderr
         self._lock = threading.Lock()
         self._down_since: float | None = None
 
+    def __getstate__(self) -> dict[str, Any]:  # a study pickles with its storage (joblib, multiprocessing)
+        return {key: value for key, value in vars(self).items() if key != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state, _lock=threading.Lock())
+
     # Optuna's storage interface (BaseStorage), public methods only.
-    create_new_study = _Retried()
     delete_study = _Retried()
     set_study_user_attr = _Retried()
     set_study_system_attr = _Retried()
@@ -69,7 +86,6 @@ class RetryingStorage(BaseStorage, Heartbeat):
     get_study_user_attrs = _Retried()
     get_study_system_attrs = _Retried()
     get_all_studies = _Retried()
-    create_new_trial = _Retried()
     set_trial_param = _Retried()
     get_trial_id_from_study_id_trial_number = _Retried()
     get_trial_number_from_id = _Retried()
@@ -92,18 +108,54 @@ class RetryingStorage(BaseStorage, Heartbeat):
     get_heartbeat_interval = _Retried()
     get_heartbeat_stale_trial_callback = _Retried()
 
+    # The writes that a retry must not make twice.
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        study_name = study_name or f"no-name-{uuid.uuid4()}"  # named here, so that a retry can tell it was made
+
+        def made() -> int | None:
+            try:
+                return self.inner.get_study_id_from_name(study_name)
+            except KeyError:
+                return None
+
+        return self._retried(self.inner.create_new_study, "create_new_study", directions, study_name, made=made)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        tag = uuid.uuid4().hex
+        template = records.tagged_template(template_trial, tag)
+        state = template.state
+        trial_id = self._retried(self.inner.create_new_trial, "create_new_trial", study_id, template,
+                                 made=lambda: next(iter(self._tagged(study_id, tag, state)), None))
+        copies = [] if state.is_finished() else self._retried(self._tagged, "create_new_trial", study_id, tag, state)
+        for copied in set(copies) - {trial_id}:
+            reason = (f"a second copy of trial {self.get_trial_number_from_id(trial_id)}, made when the reply to its "
+                      "creation was lost; no process runs it")
+            records.Failure(records.Outcome.SURPLUS, reason).write(records.StoredTrial(self, copied))
+            self.set_trial_state_values(copied, TrialState.FAIL)
+        return trial_id
+
+    def _tagged(self, study_id: int, tag: str, state: TrialState) -> list[int]:
+        """The ids of the study's trials in ``state`` that the create_new_trial call with ``tag`` made."""
+        trials = self.inner.get_all_trials(study_id, deepcopy=False, states=(state,))
+        return [self.inner.get_trial_id_from_study_id_trial_number(study_id, t.number)
+                for t in trials if records.creation_tag(t) == tag]
+
     def stale_trial_ids(self, study_id: int) -> list[int]:
         return self._retried(_optuna.stale_trial_ids, "stale_trial_ids", self.inner, study_id)
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self._retried(getattr(self.inner, name), name, *args, **kwargs)
 
-    def _retried(self, method, name: str, *args: Any, **kwargs: Any) -> Any:
+    def _retried(self, method, name: str, *args: Any, made: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        """``method``'s result, retried through outages. ``made`` says, before a retry, what the attempt that the outage
+        cut off had committed (None: nothing), for a write that must not be made twice."""
         deadline = None
         wait = BACKOFF_S[0]
         while True:
             try:
-                result = method(*args, **kwargs)
+                result = made() if deadline is not None and made is not None else None
+                if result is None:
+                    result = method(*args, **kwargs)
             except UpdateFinishedTrialError:
                 if deadline is not None and name == "set_trial_state_values" and self._already_set(*args, **kwargs):
                     return True  # the attempt the outage cut off had committed: the state is ours
@@ -131,6 +183,8 @@ class RetryingStorage(BaseStorage, Heartbeat):
         with self._lock:
             if self._down_since is None:
                 self._down_since = now
+                if isinstance(error, StorageInternalError) and error.__cause__ is not None:  # what failed, not Optuna's guess
+                    error = error.__cause__
                 self.log(f"storage unreachable ({type(error).__name__}: {str(error).strip().splitlines()[0][:160]}); "
                          f"retrying for up to {self.retry_for_s:.0f} s")
 
@@ -141,4 +195,6 @@ class RetryingStorage(BaseStorage, Heartbeat):
                 self._down_since = None
 
     def __getattr__(self, name: str) -> Any:  # anything else the inner storage has (engine, url, ...)
+        if name == "inner":  # not set yet (while unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)

@@ -19,7 +19,7 @@ import psutil
 from optuna.trial import FrozenTrial, TrialState
 
 from study import _optuna, records
-from study._backends.heartbeat import HEARTBEAT_INTERVAL_S, now, retry, stale_reason
+from study._backends.heartbeat import heartbeat_interval_s, now, retry, stale_reason
 from study._opened import OpenedStudy
 
 
@@ -110,9 +110,9 @@ def recover_dead_trials(opened: OpenedStudy) -> list[int]:
 class Watcher:
     """A daemon thread that fails and retries dead trials every ``interval_s``, also while this worker trains."""
 
-    def __init__(self, opened: OpenedStudy, interval_s: float = HEARTBEAT_INTERVAL_S, on_recovered=None):
+    def __init__(self, opened: OpenedStudy, interval_s: float | None = None, on_recovered=None):
         self.opened = opened
-        self.interval_s = interval_s
+        self.interval_s = interval_s or heartbeat_interval_s()
         self.on_recovered = on_recovered
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dead-trial-watcher", daemon=True)
