@@ -312,7 +312,8 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
     def space(self) -> SearchSpace:
         """What the study searches: the default space, changed by the search section, with --target-modules fixed."""
         flags = {"lora_targets": ("--target-modules", list(self.target_modules))} if self.target_modules else {}
-        return dataclasses.replace(SearchSpace.from_dict(self.search, self.searched_variants(), flags), models=self.model_labels())
+        space = SearchSpace.from_dict(self.search, self.searched_variants(), flags)
+        return dataclasses.replace(space, models=self.model_labels()) if len(self.model_labels()) > 1 else space
 
     def resolved_study_name(self) -> str:
         if self.study_name:

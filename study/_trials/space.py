@@ -64,7 +64,7 @@ class SearchSpace:
     searched: tuple[str, ...]
     optimizer: dict[str, Dimension]
     own: dict[str, dict[str, Dimension]]
-    models: tuple[str, ...] = ()  # the labels of the study's base models: several make the model a parameter too
+    models: tuple[str, ...] = ()  # the labels of the study's base models where it searches several (a parameter too)
 
     @classmethod
     def default(cls, searched: Sequence[str]) -> SearchSpace:
