@@ -86,11 +86,20 @@ def mcnemar_correct(first, second) -> dict:
 
 def paired_difference(first, second, resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """The accuracy of ``first`` minus that of ``second`` on the same sentences (each a bool per sentence: got it
-    right), with a 95% percentile bootstrap interval that resamples the sentences, both models' answers together."""
-    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
-    n = len(a)
+    right), with a 95% percentile bootstrap interval that resamples the sentences, both models' answers together.
+
+    Each may also be one row per training seed (seeds, sentences), row k of both trained with the same seed: each
+    resample then draws the sentences and the seeds (row k of both together), as ``seeds_interval`` does, and the
+    difference is that of the means over seeds."""
+    a, b = np.atleast_2d(np.asarray(first, dtype=float)), np.atleast_2d(np.asarray(second, dtype=float))
+    seeds, n = a.shape
     rng = np.random.default_rng(seed)
     difference = a - b
-    boot = difference[rng.integers(n, size=(resamples, n))].mean(axis=1) if n else np.zeros(1)
-    low, high = (float(q) for q in np.quantile(boot, [0.025, 0.975]))
-    return {"difference": float(difference.mean()) if n else 0.0, "ci95": [low, high]}
+    if not n:
+        return {"difference": 0.0, "ci95": [0.0, 0.0]}
+    rows = rng.integers(n, size=(resamples, n))
+    boot = np.stack([row[rows].mean(axis=1) for row in difference], axis=1)  # (resamples, seeds)
+    if seeds > 1:
+        boot = np.take_along_axis(boot, rng.integers(seeds, size=(resamples, seeds)), axis=1)
+    low, high = (float(q) for q in np.quantile(boot.mean(axis=1), [0.025, 0.975]))
+    return {"difference": float(difference.mean()), "ci95": [low, high]}

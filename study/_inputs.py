@@ -37,9 +37,10 @@ def prepare_inputs(settings: StudySettings, say=print) -> Inputs:
             for label, model in zip(labels, settings.searched_models())}
 
 
-def prepare_data(settings: StudySettings, say=print) -> tuple[object, TokenizedSplits]:
+def prepare_data(settings: StudySettings, say=print, length_from: str = "--max-length") -> tuple[object, TokenizedSplits]:
     """Tokenizer and tokenized splits of a one-model study, saying what the data gave (the length kept, the texts cut, a
-    replaced head). A missing model or data set, or bad data, fails here, before anything is written."""
+    replaced head) and where a given max_length comes from (``length_from``). A missing model or data set, or bad data,
+    fails here, before anything is written."""
     from emotion_core.data import choose_max_length, load_splits, token_lengths, tokenize_splits
     from emotion_core.models import check_model, load_tokenizer, max_positions
     from study._command import quiet_imported_libraries
@@ -62,7 +63,7 @@ def prepare_data(settings: StudySettings, say=print) -> tuple[object, TokenizedS
     limit = max_positions(settings.model)
     chosen = min(settings.max_length, limit) if settings.max_length and limit else settings.max_length
     max_length = chosen or choose_max_length(lengths["train"], limit)
-    how = "--max-length" if settings.max_length else "auto: the fewest that keep 99% of the training texts whole"
+    how = length_from if settings.max_length else "auto: the fewest that keep 99% of the training texts whole"
     cut = ", ".join(f"{sum(n > max_length for n in lengths[name])} of {len(lengths[name])} {name}" for name in ("train", "validation", "test"))
     say(f"max length {max_length} tokens ({how}{f', at most the model maximum {limit}' if limit and max_length == limit else ''}); "
         f"texts cut to it: {cut}")

@@ -149,7 +149,8 @@ def note_markdown(study: optuna.Study, final_report: str | None = None) -> str:
     if final_report:
         parts += ["", final_report]
     elif final is not None and final.test_accuracy is not None:
-        parts += ["", f"Final model: trial {final.trial} retrained, test accuracy {final.test_accuracy:.4f} (its report.md is "
+        which = f"trial {final.trial}" if final.trial is not None else "the defaults"
+        parts += ["", f"Final model: {which} retrained, test accuracy {final.test_accuracy:.4f} (its report.md is "
                   "among the study's artifacts)."]
     return "\n".join(parts) + "\n"
 

@@ -12,6 +12,9 @@ by side in one run on this machine.
 4. stopping: replays a finished study (--storage, --study-name) in the order its trials finished, and says where
    --patience 5, 10 and 15 would have stopped it, the best validation accuracy then against the whole study's, and the
    share of the study's trial time it would have saved. Trains nothing.
+5. take-home: the time from nothing to the model you take home: a fresh study of --trials on the budget above
+   (emotion-study run, in its own storage under <output-dir>/bench/), then emotion-study final of its pick at
+   --final-max-train-samples x --final-epochs; the wall time of each and the final model's test accuracy.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -315,6 +320,70 @@ def stopping(args: BenchSettings, report: dict) -> None:
                           "trial_seconds": sum(seconds), "patience": rows}
 
 
+def study_flags(settings: StudySettings) -> list[str]:
+    """The flags of emotion-study run that make a study with ``settings``' model, data, variant and budget."""
+    flags = ["--model", settings.model, "--data", settings.data, "--variant", settings.variant, "--epochs", f"{settings.epochs:g}",
+             "--batch-size", str(settings.batch_size), "--seed", str(settings.seed), "--precision", settings.precision,
+             "--evaluation", settings.evaluation, "--trials", str(settings.trials), "--pruner", settings.pruner]
+    for name in ("tokenizer", "max_train_samples", "max_eval_samples", "max_length"):
+        if getattr(settings, name) is not None:
+            flags += ["--" + name.replace("_", "-"), str(getattr(settings, name))]
+    if settings.labels is not None:
+        flags += ["--labels", ",".join(settings.labels)]
+    return flags + (["--compile"] if settings.compile else [])
+
+
+def timed_command(name: str, argv: list[str]) -> float:
+    """Run ``python -m study.<name> argv`` as a user would (its output shown), and its wall time in seconds."""
+    root = str(Path(__file__).resolve().parents[1])  # where the study package is, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    say(f"take-home: emotion-study {name} {shlex.join(argv)}")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", f"study.{name}", *argv], env=env)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"emotion-study {name} exited with {done.returncode} after {seconds:.0f} s")
+    return seconds
+
+
+def take_home(args: BenchSettings, report: dict) -> None:
+    """From a fresh study to the final model: the search's and the final's wall times, and the test accuracy."""
+    from study._studies import count_finished, load_stored_study
+
+    folder = (Path(args.output_dir) / "bench" / f"take-home-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
+    folder.mkdir(parents=True)
+    name = args.study_name or "take-home"
+    settings = settings_for(args, storage=f"sqlite:///{folder / 'study.db'}", output_dir=str(folder / "out"), study_name=name,
+                            trials=args.trials, pruner=args.pruner)
+    where = ["--storage", settings.storage, "--study-name", name, "--output-dir", settings.output_dir]
+    search = [*study_flags(settings), *where]
+    final = [*where, "--max-train-samples", str(args.final_max_train_samples), "--epochs", f"{args.final_epochs or args.epochs:g}"]
+    search_s = timed_command("run", search)
+    final_s = timed_command("final", final)
+    made = json.loads((settings.study_dir / "final" / "report.json").read_text())
+    searched, trained = made["study_budget"], made["final_budget"]
+    report["take_home"] = {
+        "search_command": f"emotion-study run {shlex.join(search)}",
+        "final_command": f"emotion-study final {shlex.join(final)}",
+        "finished_trials": count_finished(load_stored_study(settings.storage, name, say=say)[1]),
+        "search_s": search_s,
+        "final_s": final_s,
+        "total_s": search_s + final_s,
+        "search_budget": searched,
+        "final_budget": trained,
+        "best_trial": made["best_trial"],
+        "best_trial_val_accuracy": made["best_trial_val_accuracy"],
+        "test_accuracy": made["test_accuracy"],
+        "test_accuracy_ci95": made["test_accuracy_ci95"],
+        "test_macro_f1": made["test_macro_f1"],
+        "final_folder": str(settings.study_dir / "final"),
+    }
+    low, high = made["test_accuracy_ci95"]
+    say(f"take-home: search {search_s:.0f} s ({report['take_home']['finished_trials']} trials on {searched['n_train']} sentences x "
+        f"{searched['epochs']:g} epoch(s)), final {final_s:.0f} s ({trained['n_train']} sentences x {trained['epochs']:g} epoch(s)): "
+        f"test accuracy {made['test_accuracy']:.4f} (95% interval {low:.4f}-{high:.4f}) after {search_s + final_s:.0f} s")
+
+
 def run_bench(args: BenchSettings) -> int:
     import torch
 
@@ -329,10 +398,10 @@ def run_bench(args: BenchSettings) -> int:
         "device": torch.cuda.get_device_name() if use_gpu() else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "python": platform.python_version(),
     }
-    if set(args.parts) - {"stopping"}:
+    if set(args.parts) - {"stopping", "take-home"}:
         report["project_bf16"] = variants.get(args.variant).autocast_bf16(args.model, args.precision)
     started = time.perf_counter()
-    for part, run in (("throughput", throughput), ("head", head), ("pruning", pruning), ("stopping", stopping)):
+    for part, run in (("throughput", throughput), ("head", head), ("pruning", pruning), ("stopping", stopping), ("take-home", take_home)):
         if part in args.parts:
             run(args, report)
     report["bench_s"] = time.perf_counter() - started
@@ -345,10 +414,11 @@ def run_bench(args: BenchSettings) -> int:
 
 COMMAND = Command(
     name="bench",
-    summary="measure, side by side: throughput, the head's feature cache, the pruner, the stop rule on a stored study",
+    summary="measure, side by side: throughput, the head's feature cache, the pruner, the stop rule, the time to a final model",
     description="Measure, side by side in one run: the project's trial against a naive HF Trainer setup (samples/s, peak memory), "
-    "a head trial with and without the feature cache, a study with and without the pruner, and (stopping) where --patience "
-    "would have stopped a stored study.",
+    "a head trial with and without the feature cache, a study with and without the pruner, (stopping) where --patience "
+    "would have stopped a stored study, and (take-home) the wall time from a fresh study to its final model on a larger "
+    "budget, with that model's test accuracy.",
     settings=BenchSettings,
     execute=run_bench,
 )

@@ -1,7 +1,8 @@
 """Everything emotion-study writes into Optuna storage, as typed records: one reader and one writer each.
 
 A study carries a :class:`StudyRecord` (its settings, label names, the fingerprints of its model and data, its artifact
-store), later a :class:`FinalRecord` (the retrained model) and a :class:`StopRecord` (why it stopped early). A trial
+store), later a :class:`FinalRecord` (the retrained model), a :class:`FinalCheckpoint` per final retraining under way
+and a :class:`StopRecord` (why it stopped early). A trial
 carries a :class:`TrialStart` (variant, baseline), the :class:`Worker` that runs it, its newest :class:`Checkpoint`, a
 :class:`Retry` (the trial it continues), its :class:`TrialResult`, its :class:`Evidence` (which validation sentences it
 got right) and, when it did not complete, a :class:`Failure` with its :class:`Outcome` and reason.
@@ -120,10 +121,11 @@ class StudyRecord:
 
 @dataclass(frozen=True)
 class FinalRecord(_OneAttr):
-    """The study's final model (``emotion-study final``): the trial it retrained, its files' artifact ids, when, and
-    its test accuracy over seeds."""
+    """The study's final model (``emotion-study final``): the trial it retrained (None: the variant's default parameters,
+    kept with --keep defaults where no baseline trial holds them), its files' artifact ids, when, and its test accuracy
+    over seeds."""
 
-    trial: int
+    trial: int | None
     files: dict[str, str]
     time: str
     test_accuracy: float | None = None
@@ -138,6 +140,34 @@ class FinalRecord(_OneAttr):
         legacy = {key: attrs[key] for key in ("test_accuracy", "test_accuracy_ci95", "test_macro_f1", "seeds") if key in attrs}
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{**legacy, **{k: v for k, v in stored.items() if k in known}})
+
+
+@dataclass(frozen=True)
+class FinalCheckpoint:
+    """The newest checkpoint, in the artifact store, of one final retraining, under the study attr that its ``key``
+    names (its trial, seed and budget): the same final command, rerun on any machine, continues from it."""
+
+    key: str
+    artifact_id: str
+    folder: str  # checkpoint-<step>
+    PREFIX: ClassVar[str] = "final_checkpoint:"
+
+    @property
+    def step(self) -> int:
+        return int(self.folder.rsplit("-", 1)[1])
+
+    def write(self, study: _Writable) -> None:
+        _write(study, {self.PREFIX + self.key: {"artifact_id": self.artifact_id, "folder": self.folder}})
+
+    @classmethod
+    def clear(cls, study: _Writable, key: str) -> None:
+        """The retraining is done: no checkpoint to continue from (Optuna keeps an attr once set, so it becomes null)."""
+        _write(study, {cls.PREFIX + key: None})
+
+    @classmethod
+    def read(cls, study: _Attrs | Mapping[str, Any], key: str) -> FinalCheckpoint | None:
+        stored = _attrs(study).get(cls.PREFIX + key)
+        return cls(key=key, **stored) if stored else None
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,8 @@ def format_summary(summary: dict) -> str:
     final = summary["final"]
     if final is not None and final["test_accuracy"] is not None:
         low, high = final["test_accuracy_ci95"] or (math.nan, math.nan)
-        lines.append(f"final: trial {final['trial']} retrained with seed(s) {', '.join(map(str, final['seeds']))}, test accuracy "
+        which = f"trial {final['trial']}" if final["trial"] is not None else "the defaults"
+        lines.append(f"final: {which} retrained with seed(s) {', '.join(map(str, final['seeds']))}, test accuracy "
                      f"{final['test_accuracy']:.4f} (95% interval {low:.4f}-{high:.4f})")
     lines += ["", "what tuning bought:", *(f"  {line}" for line in answer(summary))]
     if summary["models"]:

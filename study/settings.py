@@ -57,6 +57,20 @@ def model_label(model: str) -> str:
     return Path(model.rstrip("/")).name or model
 
 
+def parse_train_samples(text: str) -> int | str:
+    """--max-train-samples of a final: ``all`` (the whole training split) or a number of sentences."""
+    if text == "all":
+        return text
+    if not text.isdigit():
+        raise ValueError(text)
+    return int(text)
+
+
+def check_train_samples(name: str, value: int | str | None) -> None:
+    if isinstance(value, int) and value <= 0:
+        raise UsageError(f"{flag(name)} must be positive or all, got {value}")
+
+
 def parse_max_length(text: str) -> int | None:
     """--max-length: ``auto`` (None) or a number of tokens."""
     if text == "auto":
@@ -390,11 +404,24 @@ class FinalSettings(LocalSources, Storage, StudyName, Tracking, Verbosity):
     seeds: int = option(1, "retrain with this many seeds (the ones after the study's) and report the mean test accuracy, its "
                         "standard deviation and a 95%% bootstrap interval over test sentences and seeds; the first seed's model "
                         "is the one saved", positive=True)
+    max_train_samples: int | str | None = option(None, "train the final model on a seeded subset of this many training sentences, "
+                                                 "or all: the whole training split (default: the study's budget); the validation "
+                                                 "subset and the tokens a text keeps stay the study's", metavar="N|all",
+                                                 parse=parse_train_samples)
+    epochs: float | None = option(None, "epochs of the final training (default: the study's)", positive=True)
+    batch_size: int | None = option(None, "batch size of the final training (default: the study's)", positive=True)
+    against_defaults: bool = option(False, "also train the study's baseline parameters (the kept trial's variant's defaults) at "
+                                    "the final budget with the same seeds, test both once, and report the paired gain: points, a "
+                                    "95%% interval over test sentences and seeds, McNemar's p")
+    keep: str = option("tuned", "with --against-defaults, which of the two becomes the final model", choices=("tuned", "defaults"))
 
     def check(self) -> None:
         super().check()
         if self.trial is not None and self.top > 1:
             raise UsageError("--trial N retrains one trial; --top K picks among the K best: pass one of them")
+        check_train_samples("max_train_samples", self.max_train_samples)
+        if self.keep == "defaults" and not self.against_defaults:
+            raise UsageError("--keep defaults keeps the model trained with the defaults: pass --against-defaults too")
 
 
 @dataclass(kw_only=True)
@@ -433,7 +460,7 @@ class CompareSettings(Sources, Budget, Storage, Verbosity):
         return StudySettings(**{**{k: v for k, v in asdict(self).items() if k in shared}, **changes})
 
 
-BENCH_PARTS = ("throughput", "head", "pruning", "stopping")
+BENCH_PARTS = ("throughput", "head", "pruning", "stopping", "take-home")
 
 
 @dataclass(kw_only=True)
@@ -444,7 +471,8 @@ class BenchSettings(Sources, Budget, Storage, StudyName, Verbosity):
     max_eval_samples: int | None = like(Budget, "max_eval_samples", 500)
     epochs: float = like(Budget, "epochs", 1.0)
     parts: list[str] = option(["throughput", "head", "pruning"], "what to measure (stopping replays a stored study: --storage, "
-                              "--study-name)", nargs="+", choices=BENCH_PARTS)
+                              "--study-name; take-home runs a fresh study of --trials on the budget above, then final on "
+                              "--final-max-train-samples x --final-epochs)", nargs="+", choices=BENCH_PARTS)
     variant: str = option("lora", "variant of the throughput part", choices=variants.names())
     learning_rate: float | None = option(None, "learning rate of the throughput trials (default: the variant's)", positive=True)
     compare_compile: bool = option(False, "also run the project's trials compiled, and say whether compiling pays")
@@ -455,11 +483,15 @@ class BenchSettings(Sources, Budget, Storage, StudyName, Verbosity):
     trials: int = option(12, "trials of each pruning study", positive=True)
     pruning_variant: str | None = option(None, "variant of the pruning studies (default: --variant)", choices=variants.names())
     pruner: str = option("median", "the pruner to compare with none", choices=("halving", "median", "hyperband"))
+    final_max_train_samples: int | str = option("all", "take-home: the final's training sentences (N or all)", metavar="N|all",
+                                                parse=parse_train_samples)
+    final_epochs: float | None = option(None, "take-home: the final's epochs (default: --epochs)", positive=True)
     threads: int | None = option(None, "CPU threads of torch, for both sides (default: torch's own choice)", positive=True)
     json: str | None = option(None, "write the numbers to this JSON file", metavar="FILE")
 
     def check(self) -> None:
         super().check()
+        check_train_samples("final_max_train_samples", self.final_max_train_samples)
         if self.json is not None and not Path(self.json).parent.exists():
             raise UsageError(f"--json: folder {Path(self.json).parent} does not exist")
 

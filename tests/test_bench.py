@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 from study import bench
 
@@ -27,3 +28,18 @@ def test_bench_measures_every_part(tiny_model, data_folder, tmp_path, capsys):
 def test_bench_rejects_bad_counts(capsys):
     assert bench.main(["--trials", "0"]) == 2
     assert "--trials must be positive" in capsys.readouterr().err
+
+
+def test_bench_take_home_times_a_fresh_study_and_its_final_on_more_data(tiny_model, data_folder, tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--parts", "take-home", "--model", tiny_model, "--data", data_folder, "--max-train-samples", "48", "--max-eval-samples",
+            "24", "--batch-size", "16", "--epochs", "1", "--trials", "2", "--final-max-train-samples", "all", "--final-epochs", "2",
+            "--output-dir", str(tmp_path / "out"), "--json", str(out)]
+    assert bench.main(args) == 0
+    taken = json.loads(out.read_text())["take_home"]
+    assert taken["search_s"] > 0 and taken["final_s"] > 0 and math.isclose(taken["total_s"], taken["search_s"] + taken["final_s"])
+    assert taken["finished_trials"] == 2 and 0 <= taken["test_accuracy"] <= 1
+    assert (taken["search_budget"]["n_train"], taken["search_budget"]["epochs"]) == (48, 1.0)
+    assert (taken["final_budget"]["n_train"], taken["final_budget"]["epochs"]) == (240, 2.0)
+    assert taken["final_command"].startswith("emotion-study final ") and "--max-train-samples all" in taken["final_command"]
+    assert (Path(taken["final_folder"]) / "standalone").is_dir()

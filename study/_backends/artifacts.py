@@ -3,9 +3,10 @@ the final model, its report and plots. The store is a folder (a shared filesyste
 ``s3://bucket/prefix`` (Optuna's Boto3ArtifactStore: any S3-compatible endpoint through the usual AWS variables).
 
 The database says where things are (study.records): a trial's Checkpoint record names its newest checkpoint (a retry
-inherits it), and the study's FinalRecord and StudyRecord name the final model's files and the store itself. Files the dashboard shows (report, plots, the final weights) are uploaded with Optuna's
-``upload_artifact``, so they are listed with the study; checkpoints are written under ids of our own, since they
-come and go.
+inherits it), a FinalCheckpoint that of a final retraining (its rerun continues from it), and the study's FinalRecord
+and StudyRecord name the final model's files and the store itself. Files the dashboard shows (report, plots, the final
+weights) are uploaded with Optuna's ``upload_artifact``, so they are listed with the study; checkpoints are written
+under ids of our own, since they come and go.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class Checkpoints:
         if previous and previous.artifact_id != artifact_id:
             _remove(self.store, previous.artifact_id)
 
-    def fetch(self, pointer: records.Checkpoint | None, into: Path) -> int | None:
+    def fetch(self, pointer: records.Checkpoint | records.FinalCheckpoint | None, into: Path) -> int | None:
         """Put the checkpoint ``pointer`` names (a trial's own, or its retried predecessor's) under ``into``; returns
         its step, or None when there is none or the store lost it. An archive that cannot be read raises
         tarfile.TarError, with whatever it extracted removed."""
@@ -126,7 +127,7 @@ class Checkpoints:
             raise
         return pointer.step
 
-    def discard(self, pointer: records.Checkpoint) -> None:
+    def discard(self, pointer: records.Checkpoint | records.FinalCheckpoint) -> None:
         """Drop a checkpoint that cannot be used (its archive is broken)."""
         _remove(self.store, pointer.artifact_id)
 
@@ -136,6 +137,49 @@ class Checkpoints:
         for number in numbers:
             for step in sorted(steps):
                 _remove(self.store, self._id(number, f"checkpoint-{step}"))
+
+
+class FinalCheckpoints:
+    """The checkpoints of one final retraining, named by ``key`` (its trial, seed and budget): uploaded after each local
+    save and pointed to from the study (records.FinalCheckpoint), so that the same final command, rerun on any machine,
+    continues from the newest; removed once the final model is written. Another budget is another key: it starts anew."""
+
+    def __init__(self, store, study: optuna.Study, study_id: int, key: str):
+        self.checkpoints = Checkpoints(store, study_id)
+        self.study = study
+        self.key = key
+
+    def _id(self, folder: str) -> str:
+        return f"{self.checkpoints.prefix}-{self.key}-{folder}.tar"
+
+    def pointer(self) -> records.FinalCheckpoint | None:
+        return records.FinalCheckpoint.read(self.study, self.key)
+
+    def save(self, folder: Path) -> None:
+        """Upload the checkpoint ``folder`` (checkpoint-<step>), point the study at it, drop the older one."""
+        previous = self.pointer()
+        artifact_id = self._id(folder.name)
+        self.checkpoints.store.write(artifact_id, _tar(folder))
+        records.FinalCheckpoint(key=self.key, artifact_id=artifact_id, folder=folder.name).write(self.study)
+        if previous and previous.artifact_id != artifact_id:
+            _remove(self.checkpoints.store, previous.artifact_id)
+
+    def fetch(self, into: Path) -> int | None:
+        """Put the newest checkpoint under ``into``; its step, or None (see Checkpoints.fetch)."""
+        return self.checkpoints.fetch(self.pointer(), into)
+
+    def discard(self) -> None:
+        pointer = self.pointer()
+        if pointer is not None:
+            self.checkpoints.discard(pointer)
+        records.FinalCheckpoint.clear(self.study, self.key)
+
+    def remove(self, steps: set[int]) -> None:
+        """The retraining is done: drop every checkpoint it could have written (at each evaluation step), also one a kill
+        left behind between its upload and the pointer to it."""
+        for step in sorted(steps):
+            _remove(self.checkpoints.store, self._id(f"checkpoint-{step}"))
+        records.FinalCheckpoint.clear(self.study, self.key)
 
 
 def upload(store, study_or_trial, path: Path) -> str:

@@ -142,30 +142,45 @@ class Progress:
 
 
 class RunProgress:
-    """The progress of one training run (a final retraining, a compare row): on a terminal a bar over its optimizer
-    steps with the last validation accuracy; elsewhere a line every ``every_s`` seconds and one per evaluation. Pass
-    ``on_step`` and ``on_eval`` to emotion_core's train."""
+    """The progress of one training run (a final retraining, a compare row) and of its test pass: on a terminal a bar
+    over its optimizer steps with the last validation accuracy (tqdm's ETA), and the test pass's batch and ETA beside
+    it; elsewhere a line every ``every_s`` seconds with the step, the epoch and the ETA, and one per evaluation. A run
+    that continues from a checkpoint counts its ETA from the steps it trains. Pass ``on_step``, ``on_eval`` and
+    ``on_predict`` to emotion_core's train, and ``on_test`` to a test pass."""
 
-    def __init__(self, label: str, *, file=None, every_s: float = 30.0, bar: bool = True):
+    def __init__(self, label: str, *, file=None, every_s: float = 30.0, bar: bool = True, epochs: float | None = None):
         self.label = label
         self.file = file or sys.stdout
         self.every_s = every_s
+        self.epochs = epochs  # the run's, to say which epoch a step is in
         self.bar = tqdm(desc=label, unit="step", disable=None if bar else True, dynamic_ncols=True, leave=False)
         self._started = self._said = time.monotonic()
         self._total = 0
+        self._first: int | None = None  # the first step this process saw, and when (a resumed run starts past 1)
         self._trained = False  # the last step's validation is done: a prediction pass now is the test
+        self._pass_started = self._started
+
+    @staticmethod
+    def eta(elapsed: float, done: int, left: int) -> str:
+        return tqdm.format_interval(elapsed / done * left) if done > 0 else "-"
 
     def on_step(self, step: int, total: int) -> None:
+        now = time.monotonic()
+        if self._first is None:  # the rate counts the steps trained here (not a resumed run's earlier ones, nor loading)
+            self._first, self._started = step, now
+            if not self.bar.disable:
+                self.bar.reset(total=total)
+                self.bar.n = self.bar.last_print_n = self.bar.initial = step
         self._total = total
         if self.bar.total != total:
             self.bar.reset(total=total)
         self.bar.update(step - self.bar.n)
-        now = time.monotonic()
         if self.bar.disable and now - self._said >= self.every_s:
             self._said = now
             elapsed = now - self._started
-            eta = tqdm.format_interval(elapsed / step * (total - step)) if step else "-"
-            self._line(f"step {step}/{total} ({step / max(total, 1):.0%}), {tqdm.format_interval(elapsed)} elapsed, eta {eta}")
+            epoch = f", epoch {step / max(total, 1) * self.epochs:.2f}/{self.epochs:g}" if self.epochs else ""
+            self._line(f"step {step}/{total} ({step / max(total, 1):.0%}{epoch}), {tqdm.format_interval(elapsed)} elapsed, "
+                       f"eta {self.eta(elapsed, step - self._first, total - step)}")
 
     def on_eval(self, evaluation: Evaluation) -> None:
         self._trained = evaluation.step >= self._total
@@ -176,9 +191,14 @@ class RunProgress:
             self.bar.set_postfix_str(text)
 
     def on_predict(self, batch: int, batches: int) -> None:
-        """A validation pass during training; the test pass once all steps are done (minutes on a CPU: said at once)."""
-        text = f"{'testing' if self._trained else 'validating'}: batch {batch}/{batches}"
+        """A validation pass during training; the test pass once all steps are done (minutes on a CPU: said at once,
+        then with its ETA)."""
         now = time.monotonic()
+        if batch == 1:
+            self._pass_started = now
+        text = f"{'testing' if self._trained else 'validating'}: batch {batch}/{batches}"
+        if self._trained and batch > 1:
+            text += f", eta {self.eta(now - self._pass_started, batch - 1, batches - batch)}"
         if not self.bar.disable:
             self.bar.set_postfix_str(text)
         elif (self._trained and batch == 1) or now - self._said >= self.every_s:
