@@ -185,18 +185,23 @@ def quiet_imported_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if "transformers" in sys.modules:
         import huggingface_hub
+        from huggingface_hub import constants
 
         transformers = sys.modules["transformers"]
         transformers.logging.set_verbosity_error()
         # Its own bars (loading and writing weights) off; the hub's download bars, which the same call switches off, on:
-        # the first run downloads the model and the data.
+        # the first run downloads the model and the data. Not where HF_HUB_DISABLE_PROGRESS_BARS=1 says otherwise (the
+        # hub would warn that it cannot).
         transformers.logging.disable_progress_bar()
-        huggingface_hub.utils.enable_progress_bars()
+        if constants.HF_HUB_DISABLE_PROGRESS_BARS is not True:
+            huggingface_hub.utils.enable_progress_bars()
     if "datasets" in sys.modules:
         sys.modules["datasets"].disable_progress_bars()
         sys.modules["datasets"].logging.set_verbosity_error()
-    # bitsandbytes >= 0.50 warns at import, on CPUs with AVX512-BF16, that the optional `kernels` package is missing
-    # for a CPU inference kernel that QLoRA training does not use (see emotion_core/variants/qlora.py).
+    # bitsandbytes (imported by QLoRA only, emotion_core/quantization.py) fetches, at import on CPUs with AVX512-BF16, a
+    # CPU inference kernel that QLoRA training does not use (emotion_core/variants/qlora.py) through the `kernels`
+    # package; both warn when it is not to be had (offline, say).
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("kernels").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)

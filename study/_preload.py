@@ -10,7 +10,7 @@ if not os.environ.get("EMOTION_STUDY_VERBOSE"):
         os.environ.setdefault(key, value)
     quiet_imported_libraries()
 
-import peft  # noqa: E402, F401 - the slow import (bitsandbytes), once for all workers
+import peft  # noqa: E402, F401 - the slow import, once for all workers
 import transformers  # noqa: E402, F401
 
 import emotion_core.training.loop  # noqa: E402, F401

@@ -62,3 +62,20 @@ def test_no_eval_in_the_study_package():
     calls = [f"{path.name}:{node.lineno}" for path in (ROOT / "study").rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("eval", "exec")]
     assert not calls, calls
+
+
+# What a library prints that a user would read as trouble: bitsandbytes and its hub lookup for a CPU kernel (a LoRA run
+# has no use for it), transformers' weight bars (checkpoints, the standalone export) and warnings.
+NOISE = ("bitsandbytes", "kernels-community", "Writing model shards", "Loading weights", "Warning:", "warnings.warn")
+
+
+def test_a_lora_study_and_its_final_print_the_projects_lines_only(study_args):
+    # HF_HUB_DISABLE_PROGRESS_BARS=1 for the run: the user's own switch, which the commands leave as it is.
+    for command, env in ((["study.run", "--trials", "2", "--variant", "lora", *study_args], {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}),
+                         (["study.final", *study_args[study_args.index("--storage"):]], {})):
+        done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, env={**ENV, **env}, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        output = done.stdout + done.stderr
+        found = [noise for noise in NOISE if noise in output]
+        assert not found, f"{found}: {output[-3000:]}"
+    assert "standalone model: " in done.stdout

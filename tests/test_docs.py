@@ -146,6 +146,29 @@ def test_the_readme_python_snippet_runs(tiny_model, data_folder):
     assert 0 <= result.val_accuracy <= 1 and 0 <= result.test["accuracy"] <= 1
 
 
+def section(text: str, title: str) -> str:
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def installs_test_extra(line: str) -> bool:
+    return re.search(r"\bpip install (?:-\S+ )*(?:-e )?['\"]?\.\[test\]", line) is not None
+
+
+def test_the_readme_test_section_installs_what_it_runs():
+    """Run after the Install section (which installs no extra), the Test section installs the test extra, pytest in it,
+    before its pytest line; .ci/run, the CI, does the same and runs that same line."""
+    import tomllib
+
+    lines = [line.split(" #")[0].strip() for line in code_lines(section((ROOT / "README.md").read_text(), "Test"))]
+    pytest_at = next(i for i, line in enumerate(lines) if "-m pytest" in line)
+    assert any(installs_test_extra(line) for line in lines[:pytest_at]), lines
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert any(re.match(r"pytest\b", requirement) for requirement in extra), extra
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert lines[pytest_at] in ci
+    assert any(installs_test_extra(line) for line in ci[:ci.index(lines[pytest_at])])
+
+
 def test_the_checker_refuses_a_line_with_a_flag_that_does_not_exist():
     assert command_lines_of("see `emotion-study run --trials 3 --no-such-flag` there") == ["emotion-study run --trials 3 --no-such-flag"]
     with pytest.raises(SystemExit):

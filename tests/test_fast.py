@@ -94,7 +94,9 @@ def test_base_is_read_once_and_each_copy_is_fresh(tiny_model, tokenizer):
 
 
 def test_a_copied_4bit_base_trains_on_its_own(tiny_model, tokenizer):
-    import bitsandbytes as bnb
+    from emotion_core.quantization import import_bitsandbytes
+
+    bnb = import_bitsandbytes()
 
     cache = ModelCache()
     first = build_model(tiny_model, "qlora", {}, tokenizer.pad_token_id, cache=cache)

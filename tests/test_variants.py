@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -43,7 +48,9 @@ def test_target_modules_override(tiny_model, tokenizer):
 
 
 def test_qlora_quantizes_the_base_to_4bit(tiny_model, tokenizer):
-    import bitsandbytes as bnb
+    from emotion_core.quantization import import_bitsandbytes
+
+    bnb = import_bitsandbytes()
 
     model = build_model(tiny_model, "qlora", {}, tokenizer.pad_token_id)
     c_attn = model.base_model.model.transformer.h[0].attn.c_attn
@@ -52,6 +59,28 @@ def test_qlora_quantizes_the_base_to_4bit(tiny_model, tokenizer):
     assert c_attn.base_layer.compute_dtype == torch.float32  # bf16 is ~35x slower on a CPU
     trainable, total = count_parameters(model)
     assert 0 < trainable < total
+
+
+def test_only_a_4bit_base_imports_bitsandbytes(tiny_model, data_folder):
+    """A LoRA run leaves bitsandbytes unimported (its import asks the hub for a CPU kernel), and a QLoRA base loaded
+    later in the same process still gets peft's 4-bit LoRA layers. In a fresh process: this one imports it for the
+    4-bit tests."""
+    code = f"""
+import sys
+from emotion_core import TrainConfig, load_splits, load_tokenizer, tokenize_splits, train
+from emotion_core.cache import build_model
+tokenizer = load_tokenizer({tiny_model!r})
+data = tokenize_splits(load_splits({data_folder!r}), tokenizer)
+train(TrainConfig(model={tiny_model!r}, variant="lora", epochs=1, batch_size=16), data, tokenizer)
+print(sys.modules.get("bitsandbytes") is not None)
+layer = build_model({tiny_model!r}, "qlora", {{}}, tokenizer.pad_token_id).base_model.model.transformer.h[0].attn.c_attn
+print(type(layer).__module__ + "." + type(layer).__name__)
+"""
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": root}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False", "peft.tuners.lora.bnb.Linear4bit"], done.stdout
 
 
 def test_qlora_trains_after_an_evaluation(tmp_path, tokenizer):

@@ -22,7 +22,9 @@ class QLoRA(LoRA):
 
         from emotion_core.models import HEAD_NAMES
         from emotion_core.precision import use_gpu
+        from emotion_core.quantization import import_bitsandbytes
 
+        import_bitsandbytes()  # deferred until a 4-bit base is loaded (emotion_core.quantization)
         return {
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,
@@ -42,9 +44,10 @@ class QLoRA(LoRA):
         evaluation), and from then on computes with a kernel that has no backward: the next training step fails ("a view
         of a leaf Variable that requires grad is being used in an in-place operation"). The repack also fails outright on
         layers narrower than its 64-value blocks. The plain layout (dequantize, then matmul) trains and evaluates."""
-        import bitsandbytes as bnb
-
         from emotion_core.precision import use_gpu
+        from emotion_core.quantization import import_bitsandbytes
+
+        bnb = import_bitsandbytes()
 
         if use_gpu():
             return
@@ -62,9 +65,11 @@ class QLoRA(LoRA):
         """A full-precision base holding the 4-bit weights the adapter was trained against, dequantized: the merged
         model then computes as the trained one did, and loads without bitsandbytes. (peft's merge into the 4-bit base
         would requantize the sum.)"""
-        import bitsandbytes as bnb
         from transformers.pytorch_utils import Conv1D
 
+        from emotion_core.quantization import import_bitsandbytes
+
+        bnb = import_bitsandbytes()
         quantized = dict(self.load_base(model, pad_token_id, "auto", labels).named_modules())
         base = LoRA().load_base(model, pad_token_id, "fp32", labels)
         for name, module in base.named_modules():

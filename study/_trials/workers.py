@@ -29,8 +29,8 @@ def visible_gpus() -> list[str]:
 
 def process_context(gpu: bool) -> multiprocessing.context.BaseContext:
     """How to start fresh processes: forked from a server that has imported the libraries once (study._preload),
-    instead of each process importing them; on a GPU spawned, since the preloaded imports start CUDA (peft imports bitsandbytes),
-    which a forked child cannot use."""
+    instead of each process importing them; on a GPU spawned, since the preloaded imports may start CUDA, which a forked
+    child cannot use."""
     if gpu:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
