@@ -11,10 +11,6 @@ does not import torch.
 
 from importlib import import_module
 
-from emotion_core.quantization import defer_bitsandbytes
-
-defer_bitsandbytes()  # before anything imports peft, which imports bitsandbytes: only QLoRA loads it (see the module)
-
 _EXPORTS = {
     "DataError": "emotion_core.data", "Splits": "emotion_core.data", "TokenizedSplits": "emotion_core.data",
     "load_splits": "emotion_core.data", "tokenize_splits": "emotion_core.data",

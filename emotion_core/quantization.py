@@ -2,10 +2,10 @@
 
 peft imports bitsandbytes wherever it is installed (at ``import peft``, which transformers' Trainer does, and again when
 it wraps layers in LoRA), and bitsandbytes' import, on a CPU with AVX512-BF16, asks the Hugging Face hub for a CPU kernel
-(``kernels-community/quantization-bitsandbytes``, through the ``kernels`` package) and warns when it gets none. So
-importing emotion_core defers bitsandbytes: a None in ``sys.modules`` makes importing it raise ImportError, which peft and
-transformers take for "not installed". :func:`import_bitsandbytes` (QLoRA) brings it back; code of one's own that uses
-bitsandbytes beside emotion_core imports it first, or through that function.
+(``kernels-community/quantization-bitsandbytes``, through the ``kernels`` package) and warns when it gets none. So a
+process may defer bitsandbytes (the emotion-study commands do, at ``import study``): a None in ``sys.modules`` makes
+importing it raise ImportError, which peft and transformers take for "not installed". :func:`import_bitsandbytes`
+(QLoRA) brings it back; code of one's own that uses bitsandbytes in such a process imports it through that function.
 """
 
 from __future__ import annotations

@@ -62,11 +62,12 @@ def test_qlora_quantizes_the_base_to_4bit(tiny_model, tokenizer):
 
 
 def test_only_a_4bit_base_imports_bitsandbytes(tiny_model, data_folder):
-    """A LoRA run leaves bitsandbytes unimported (its import asks the hub for a CPU kernel), and a QLoRA base loaded
+    """In a command's process, a LoRA run leaves bitsandbytes unimported (its import asks the hub for a CPU kernel), and a QLoRA base loaded
     later in the same process still gets peft's 4-bit LoRA layers. In a fresh process: this one imports it for the
     4-bit tests."""
     code = f"""
 import sys
+import study  # what every command imports first: it defers bitsandbytes
 from emotion_core import TrainConfig, load_splits, load_tokenizer, tokenize_splits, train
 from emotion_core.cache import build_model
 tokenizer = load_tokenizer({tiny_model!r})
