@@ -341,7 +341,6 @@ def run_bench(args: BenchSettings) -> int:
 
 COMMAND = Command(
     name="bench",
-    summary="measure, side by side: throughput, the head's feature cache, the pruner, the stop rule on a stored study",
     description="Measure, side by side in one run: the project's trial against a naive HF Trainer setup (samples/s, peak memory), "
     "a head trial with and without the feature cache, a study with and without the pruner, and (stopping) where --patience "
     "would have stopped a stored study.",

@@ -252,7 +252,6 @@ def run_final(chosen: FinalSettings) -> int:
 
 COMMAND = Command(
     name="final",
-    summary="retrain the best trial (or the best of the top K), test it once, write the final model",
     description="Retrain the study's best trial (train split, selecting on validation), evaluate it once on the whole test "
     "split, and write report.json, report.md, the trained weights and a standalone transformers model.",
     settings=FinalSettings,

@@ -1,5 +1,6 @@
-"""What each command is run with, as typed dataclasses: every command's flags are these fields (their type hints, and
-the help and rules in their metadata), and each settings object checks itself when it is made, from flags or not.
+"""What each command is run with, as typed dataclasses: every command's flags, and the keys of its --config file, are
+these fields (their type hints, and the help and rules in their metadata; jsonargparse makes the parser of them, see
+study._command), and each settings object checks itself when it is made, from flags, a file or neither.
 
 Fields come in groups that several commands share (:class:`Sources`, :class:`Budget`, :class:`Storage`, ...); a
 command's settings class combines the groups it takes and adds its own fields. Light: importing it loads no ML library,
@@ -35,7 +36,7 @@ PRUNING_EVAL_MIN = 200
 
 def option(default: Any = None, help: str = "", **rules: Any) -> Any:
     """A settings field: its default, its ``--help`` text and its rules (``positive``, ``choices``, ``metavar``,
-    ``nargs``, ``positional``, ``parse``: a function from the flag's text to the value)."""
+    ``nargs``, ``positional``, ``parse``: a function from the flag's text, or a config file's value, to the value)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **rules})
     return field(default=default, metadata={"help": help, **rules})
@@ -50,13 +51,20 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def parse_max_length(text: str) -> int | None:
-    """--max-length: ``auto`` (None) or a number of tokens."""
-    if text == "auto":
+def parse_max_length(value: str | int | None) -> int | None:
+    """--max-length: ``auto`` (None) or a number of tokens; from a config file, null or a number too."""
+    if value is None or value == "auto":
         return None
-    if not text.isdigit():
-        raise ValueError(text)
-    return int(text)
+    if isinstance(value, bool) or not str(value).isdigit():
+        raise ValueError(f"not auto or a number of tokens: {value!r}")
+    return int(value)
+
+
+def parse_labels(value: str | list[str] | None) -> list[str] | None:
+    """--labels A,B,C; from a config file, a list too."""
+    if value is None:
+        return None
+    return [str(name).strip() for name in (value if isinstance(value, list) else str(value).split(","))]
 
 
 @dataclass(kw_only=True)
@@ -110,11 +118,11 @@ class Budget(Settings):
     batch_size: int = option(32, "training batch size", positive=True)
     max_train_samples: int | None = option(None, "train on a seeded subset of this many sentences (budget runs)", positive=True)
     max_eval_samples: int | None = option(None, "validate on a seeded subset of this many sentences (budget runs)", positive=True)
-    max_length: int | None = option(None, "tokens a text keeps: auto, the fewest that keep 99%% of the training texts whole "
-                                    "(at most the model's maximum), or a number", metavar="auto|N", parse=parse_max_length, positive=True,
-                                    default_text="auto")
+    max_length: int | None = option(None, "tokens a text keeps: auto (the default), the fewest that keep 99% of the training "
+                                    "texts whole (at most the model's maximum), or a number", metavar="auto|N", parse=parse_max_length,
+                                    positive=True)
     labels: list[str] | None = option(None, "the label names, in id order; a label outside them is an error (default: the data's)",
-                                      parse=lambda text: [name.strip() for name in text.split(",")], metavar="A,B,...")
+                                      parse=parse_labels, metavar="A,B,...")
     evaluation: str = option("subset", "subset: the pruner's evaluations on a seeded third of the validation split (at least "
                              f"{PRUNING_EVAL_MIN} sentences), a run's value from one evaluation on the whole split at its end; full: "
                              "every evaluation on the whole split, a run's value the best of them", choices=EVALUATIONS)
@@ -335,7 +343,7 @@ class FinalSettings(LocalSources, Storage, StudyName, Tracking, Verbosity):
     top: int = option(1, "retrain the K best completed trials, keep the one whose retraining validates best, and test only "
                       "that one (a guard against picking the trial that the validation noise favoured)", positive=True)
     seeds: int = option(1, "retrain with this many seeds (the ones after the study's) and report the mean test accuracy, its "
-                        "standard deviation and a 95%% bootstrap interval over test sentences and seeds; the first seed's model "
+                        "standard deviation and a 95% bootstrap interval over test sentences and seeds; the first seed's model "
                         "is the one saved", positive=True)
 
     def check(self) -> None:
