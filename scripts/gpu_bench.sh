@@ -27,7 +27,7 @@ prepare() {
     mkdir -p .whl .gpu
     "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-        datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 optuna==5.0.0 colorlog==6.12.0
+        datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 optuna==5.0.0 colorlog==6.12.0 jsonargparse==4.53.0
     if [ "${WITH_PYARROW:-0}" = 1 ]; then
         "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
             --platform manylinux_2_28_x86_64 -d .whl pyarrow==26.0.1

@@ -50,9 +50,9 @@ cd "$(dirname "$0")/.."
 SMOL=${GPU_STUDY_SMOL:-/root/smol}  # where `receive` puts the parts on the GPU machine (outside the copied tree)
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_SHA256_PREFIX=b179c9523d0e6a0f  # ../shared/tools/smollm2-for-device's header
-# gpu_bench.sh's five wheels, plus what study.run's storage module (sqlalchemy) and study.final (optuna-dashboard,
+# gpu_bench.sh's six wheels, plus what study.run's storage module (sqlalchemy) and study.final (optuna-dashboard,
 # bottle) import. No alembic: the studies use journal files, not SQLite.
-WHEELS=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 optuna==5.0.0 colorlog==6.12.0 sqlalchemy==2.1.9
+WHEELS=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 optuna==5.0.0 colorlog==6.12.0 jsonargparse==4.53.0 sqlalchemy==2.1.9
         optuna-dashboard==0.21.0 bottle==0.13.4)
 
 pip_download() {  # wheels for the GPU machine's Python 3.12

@@ -1,19 +1,23 @@
-"""What every command shares: its flags made from its settings dataclass, quiet logging, and exit codes (2 for bad
-input, 130 after Ctrl-C, 1 for anything else, with the traceback in a log)."""
+"""What every command shares: its parser, made by jsonargparse from its settings dataclass (a flag for each field, a
+YAML --config file whose keys are the field names, --print-config), quiet logging, and exit codes (2 for bad input,
+130 after Ctrl-C, 1 for anything else, with the traceback in a log)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import sys
 import types
 import typing
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, Namespace
 
 from emotion_core.errors import InputError
 from study import _errors
@@ -21,92 +25,162 @@ from study._urls import redact
 from study.settings import Settings, flag
 
 
-def _base_type(hint: Any) -> Any:
-    """int for ``int | None``; list[str] stays list[str]."""
+class SettingsParser(ArgumentParser):
+    """jsonargparse's parser for one settings class: add_class_arguments makes an argument of each field from its type
+    hint and default, and add_argument spells it as this command line's flag (:func:`as_flag`)."""
+
+    settings: type[Settings] | None = None
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        # jsonargparse gives argument groups a copy of this method: their settings are their parser's.
+        names, kwargs = as_flag(getattr(self, "parser", self).settings, names, kwargs)
+        return super().add_argument(*names, **kwargs)
+
+
+def as_flag(cls: type[Settings] | None, names: Sequence[str], kwargs: dict[str, Any]) -> tuple[Sequence[str], dict[str, Any]]:
+    """The argument jsonargparse made of a field of ``cls``, as the flag users type: hyphens for underscores (the parsed
+    key, and so a config file's, stays the field's name), the help, choices and metavar of its option(), and where
+    argparse has a spelling of its own, that: a switch for a bool (--baseline/--no-baseline), nargs for a list, a
+    positional, or the field's parse function. jsonargparse's own arguments pass as they are."""
+    typed = typed_fields(cls) if cls else {}
+    field, hint = typed.get(names[0].removeprefix("--"), (None, None)) if names and names[0].startswith("--") else (None, None)
+    if field is None:
+        return names, kwargs
+    meta = field.metadata
+    item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+    kwargs = {**kwargs, "help": meta.get("help", "")}
+    if hint is bool or item is not None or "parse" in meta:  # argparse's spelling, not jsonargparse's type
+        kwargs = {key: value for key, value in kwargs.items() if key not in ("type", "action")}
+    if hint is bool:
+        kwargs["action"] = Switch
+    elif "parse" in meta or item is not None:
+        # A plain function, not a type hint: jsonargparse applies it to a config file's value too, and names the key
+        # when it fails.
+        kwargs["type"] = _named(meta.get("parse", item), field.name)
+        if "parse" not in meta:
+            kwargs["nargs"] = meta.get("nargs", "+")
+    kwargs.update({key: meta[key] for key in ("choices", "metavar") if key in meta})
+    if meta.get("positional"):  # left out, it leaves a config file's value, else the field's default
+        return [field.name], {**kwargs, "default": argparse.SUPPRESS}
+    return [flag(field.name)], kwargs
+
+
+class Switch(argparse.BooleanOptionalAction):
+    """A bool field's flag: --baseline, --no-baseline. Its type checks a config file's value, so that jsonargparse's
+    message about one it refuses names the key."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.type = _boolean
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"not true or false: {value!r}")
+    return value
+
+
+@functools.cache
+def typed_fields(cls: type[Settings]) -> dict[str, tuple[dataclasses.Field, Any]]:
+    """Each field of ``cls`` by name, with its type hint less ``None`` (list[str] for ``list[str] | None``)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, _without_none(hints[f.name])) for f in dataclasses.fields(cls)}
+
+
+def _without_none(hint: Any) -> Any:
+    """list[str] for ``list[str] | None``."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        return next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
 
 
-def _declaring_class(cls: type, name: str) -> type:
-    """The settings class or group that declares field ``name``: the first in ``cls``'s MRO whose own fields hold it."""
-    return next(klass for klass in cls.__mro__ if name in vars(klass).get("__annotations__", {}))
+def _named(parse: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """``parse`` under the field's name, which argparse's message about a value it refuses shows."""
+
+    def convert(value: Any) -> Any:
+        return parse(value)
+
+    convert.__name__ = name
+    return convert
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[Settings]) -> None:
-    """A flag for each field of ``cls``, typed by its type hint, with its default and help; in argument groups named
-    by the docstring of the group that declares them, the command's own first."""
-    hints = typing.get_type_hints(cls)
-    fields = dataclasses.fields(cls)
-    owners = {f.name: _declaring_class(cls, f.name) for f in fields}
-    groups = {klass: parser.add_argument_group((klass.__doc__ or "options").strip().splitlines()[0])
-              for klass in cls.__mro__ if klass in owners.values()}
-    for f in sorted(fields, key=lambda f: cls.__mro__.index(owners[f.name])):
-        meta = f.metadata
-        if meta.get("flag") is False:  # a value no flag can spell (the search space)
-            continue
-        group = groups[owners[f.name]]
-        default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING else None
-        kind = _base_type(hints[f.name])
-        help_text = meta.get("help", "")
-        options: dict[str, Any] = {"help": help_text, "default": default}
-        if kind is bool:
-            options["action"] = argparse.BooleanOptionalAction if default else "store_true"
-        else:
-            item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
-            options["type"] = _parser_of(meta.get("parse") or item, f.name)
-            if typing.get_origin(kind) is list and "parse" not in meta:
-                options["nargs"] = meta.get("nargs", "+")
-            for key in ("choices", "metavar", "nargs"):
-                if key in meta and not (key == "choices" and "parse" in meta):
-                    options[key] = meta[key]
-            shown = meta.get("default_text", default)
-            if shown not in (None, []) and not meta.get("positional"):
-                options["help"] = f"{help_text} (default: {shown})"
-        if meta.get("positional"):
-            group.add_argument(f.name, **options)
-        else:
-            group.add_argument(flag(f.name), **options)
+class HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, less the types (the metavars and the help say them) and a default of none (the flag left out)."""
+
+    def _get_type_str(self, action: argparse.Action) -> str | None:
+        return None
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return (action.help or "") if action.default is None else super()._get_help_string(action)
 
 
-def _parser_of(convert: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    """argparse's type: ``convert``, with the flag's name in argparse's message when it fails."""
-
-    def parse(text: str) -> Any:
-        try:
-            return convert(text)
-        except (TypeError, ValueError) as error:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}") from error
-
-    parse.__name__ = name
-    return parse
+def owners(cls: type[Settings]) -> dict[type, list[str]]:
+    """Each settings group in ``cls`` (``cls`` first) and the fields it declares: the help's argument groups."""
+    groups: dict[type, list[str]] = {}
+    for f in dataclasses.fields(cls):
+        klass = next(k for k in cls.__mro__ if f.name in vars(k).get("__annotations__", {}))
+        groups.setdefault(klass, []).append(f.name)
+    return dict(sorted(groups.items(), key=lambda item: cls.__mro__.index(item[0])))
 
 
-def settings_from(cls: type[Settings], args: argparse.Namespace, argv: list[str] | None = None) -> Settings:
-    """The settings the parsed flags give; they check themselves (Settings.__post_init__). They know which fields
-    ``argv`` gave (Settings.given)."""
+def add_settings_arguments(parser: SettingsParser, cls: type[Settings]) -> None:
+    """A flag for each field of ``cls``, made by jsonargparse from its type hint and default, in argument groups named by
+    the docstring of the group that declares them, the command's own first."""
+    parser.settings = cls
+    every = {f.name for f in dataclasses.fields(cls)}
+    for klass, names in owners(cls).items():
+        group = parser.add_argument_group((klass.__doc__ or "options").strip().splitlines()[0])
+        group.add_class_arguments(cls, as_group=False, instantiate=False, skip=every - set(names))
+
+
+def settings_from(cls: type[Settings], args: Namespace, argv: list[str] | None = None) -> Settings:
+    """The settings the parsed flags and config file give; they check themselves (Settings.__post_init__). They know
+    which fields ``argv`` gave (Settings.given)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    settings = cls(**{k: v for k, v in vars(args).items() if k in names})
+    settings = cls(**{k: v for k, v in args.as_dict().items() if k in names})
     settings.given = frozenset(given_fields(argv if argv is not None else sys.argv[1:], names))
     return settings
 
 
 def given_fields(argv: list[str], names: set[str]) -> set[str]:
-    """The fields whose flags ``argv`` holds (``--batch-size 8``, ``--epochs=2``, ``--no-baseline``)."""
+    """The fields that ``argv`` gives: its flags (``--batch-size 8``, ``--epochs=2``, ``--no-baseline``) and the keys of
+    the files its ``--config`` names."""
     given = set()
-    for token in argv:
-        if token.startswith("--"):
-            name = token[2:].split("=", 1)[0].replace("-", "_")
-            given.add(name.removeprefix("no_") if name not in names and name.startswith("no_") else name)
+    for k, token in enumerate(argv):
+        if not token.startswith("--"):
+            continue
+        name, _, value = token[2:].partition("=")
+        name = name.replace("-", "_")
+        if name == "config":
+            given |= set(_config_keys(value or (argv[k + 1] if k + 1 < len(argv) else "")))
+        given.add(name.removeprefix("no_") if name not in names and name.startswith("no_") else name)
     return given & names
+
+
+def _config_keys(source: str) -> list[str]:
+    """The top-level keys of a --config file (or inline YAML), as field names."""
+    import yaml
+
+    try:
+        text = Path(source).read_text() if Path(source).is_file() else source
+        loaded = yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+    return [str(key).replace("-", "_") for key in loaded] if isinstance(loaded, dict) else []
+
+
+def one_line(message: str) -> str:
+    return redact("error: " + " ".join(str(message).split()))
 
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand of ``emotion-study``: its settings (and so its flags), its help texts, and what it does."""
+    """One subcommand of ``emotion-study``: its settings (and so its flags and config keys), its help texts, and what it
+    does."""
 
     name: str
-    summary: str  # a line in emotion-study --help
     description: str
     settings: type[Settings]
     execute: Callable[[Any], int]
@@ -116,34 +190,42 @@ class Command:
     def prog(self) -> str:
         return f"emotion-study {self.name}"
 
-    def configure(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.description, parser.epilog = self.description, self.epilog or None
+    def parser(self) -> SettingsParser:
+        """Its flags, --config FILE (YAML, the same keys as the flags with underscores: batch_size) and --print-config."""
+        parser = SettingsParser(prog=self.prog, description=self.description, epilog=self.epilog or None, exit_on_error=False,
+                                formatter_class=HelpFormatter, print_config="--print-config", env_prefix=False)
+        parser.add_argument("--config", action=ActionConfigFile,
+                            help="a YAML file of settings, keyed by the flags' names with underscores (batch_size: 16); flags "
+                            "after it override it. --print-config prints one")
         add_settings_arguments(parser, self.settings)
         return parser
 
-    def parser(self) -> argparse.ArgumentParser:
-        return self.configure(argparse.ArgumentParser(prog=self.prog))
-
     def main(self, argv: list[str] | None = None) -> int:
         """Parse ``argv`` (default: the command line), run, and return the exit code."""
-        return self.run(self.parser().parse_args(argv), argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        try:
+            args = self.parser().parse_args(argv)
+        except argparse.ArgumentError as error:
+            print(one_line(error), file=sys.stderr)
+            return 2
+        return self.run(args, argv)
 
-    def run(self, args: argparse.Namespace, argv: list[str] | None) -> int:
+    def run(self, args: Namespace, argv: list[str]) -> int:
         global _INVOCATION
-        _INVOCATION = [*self.prog.split(), *(sys.argv[1:] if argv is None else argv)]
+        _INVOCATION = [*self.prog.split(), *argv]
         try:
             settings = settings_from(self.settings, args, argv)
             configure_logging(getattr(settings, "verbose", False))
             return self.execute(settings) or 0
         except InputError as error:
-            print(redact("error: " + " ".join(str(error).split())), file=sys.stderr)  # one line, whatever a library said
+            print(one_line(error), file=sys.stderr)  # one line, whatever a library said
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
         except Exception as error:
-            output = getattr(args, "output_dir", None)  # where the command writes: its log too, study or not
-            return _errors.report(error, _INVOCATION, verbose=bool(getattr(args, "verbose", False)),
+            output = args.get("output_dir")  # where the command writes: its log too, study or not
+            return _errors.report(error, _INVOCATION, verbose=bool(args.get("verbose")),
                                   log_folder=Path(output) / "logs" if output else None)
 
 

@@ -414,7 +414,6 @@ def run_bench(args: BenchSettings) -> int:
 
 COMMAND = Command(
     name="bench",
-    summary="measure, side by side: throughput, the head's feature cache, the pruner, the stop rule, the time to a final model",
     description="Measure, side by side in one run: the project's trial against a naive HF Trainer setup (samples/s, peak memory), "
     "a head trial with and without the feature cache, a study with and without the pruner, (stopping) where --patience "
     "would have stopped a stored study, and (take-home) the wall time from a fresh study to its final model on a larger "

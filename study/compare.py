@@ -256,7 +256,6 @@ def compare(settings: StudySettings, chosen: dict[str, tuple[dict, str]], out: P
 
 COMMAND = Command(
     name="compare",
-    summary="head vs LoRA vs QLoRA on one budget, default or tuned parameters, N seeds, McNemar per pair",
     description="Train several variants on the same model, data and budget, with default parameters or the best of a study, N "
     "seeds each; report test accuracy and macro F1 with their intervals, McNemar's test for each pair, memory (weights and "
     "training peak), train time and trainable parameters. Writes compare.md, compare.json and compare.png.",

@@ -426,7 +426,6 @@ def run_final(chosen: FinalSettings) -> int:
 
 COMMAND = Command(
     name="final",
-    summary="retrain the best trial (or the best of the top K), test it once, write the final model",
     description="Retrain the study's best trial (train split, selecting on validation) on the study's budget or a larger one "
     "(--max-train-samples N|all, --epochs, --batch-size), evaluate it once on the whole test split (--against-defaults: and the "
     "study's defaults at the same budget, with the paired gain), and write report.json, report.md, the trained weights and a "

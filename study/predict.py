@@ -60,7 +60,6 @@ def run_predict(settings: PredictSettings) -> int:
 
 COMMAND = Command(
     name="predict",
-    summary="classify sentences with a study's final model",
     description="Classify sentences with the final model of a study (run emotion-study final first). Prints label, "
     "probability and sentence, tab-separated, one line per sentence.",
     settings=PredictSettings,

@@ -174,7 +174,6 @@ def run_report(settings: ReportSettings) -> int:
 
 COMMAND = Command(
     name="report",
-    summary="what tuning bought, leaderboard, counts, Pareto front, importances (trains nothing)",
     description="Print what tuning bought in a stored study (gain over the baseline with its interval, trials tied with the best, "
     "parameter importances with their spread), its leaderboard, trial counts by outcome, accuracy-vs-memory Pareto front and "
     "final model. Trains nothing.",

@@ -155,7 +155,6 @@ def _run_study(settings: StudySettings) -> int:
 
 COMMAND = Command(
     name="run",
-    summary="run or resume a study (rerun the same command to resume)",
     description="Search learning rate, weight decay and each variant's own parameters (head dropout, LoRA r and dropout) for "
     "the variants that --variant names, in an Optuna study in persistent storage. Rerun the same command to resume.",
     settings=StudySettings,

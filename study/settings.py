@@ -1,5 +1,6 @@
-"""What each command is run with, as typed dataclasses: every command's flags are these fields (their type hints, and
-the help and rules in their metadata), and each settings object checks itself when it is made, from flags or not.
+"""What each command is run with, as typed dataclasses: every command's flags, and the keys of its --config file, are
+these fields (their type hints, and the help and rules in their metadata; jsonargparse makes the parser of them, see
+study._command), and each settings object checks itself when it is made, from flags, a file or neither.
 
 Fields come in groups that several commands share (:class:`Sources`, :class:`Budget`, :class:`Storage`, ...); a
 command's settings class combines the groups it takes and adds its own fields. Light: importing it loads no ML library,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,8 +38,8 @@ PRUNING_EVAL_MIN = 200
 
 def option(default: Any = None, help: str = "", **rules: Any) -> Any:
     """A settings field: its default, its ``--help`` text and its rules (``positive``, ``choices``, ``metavar``,
-    ``nargs``, ``positional``, ``parse``: a function from the flag's text to the value; ``flag=False``: no flag, a value
-    that only a config file or Python gives)."""
+    ``nargs``, ``positional``, ``parse``: a function from the flag's text, or a config file's value, to the value;
+    ``flag=False``: no flag, a value that only a config file or Python gives)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **rules})
     return field(default=default, metadata={"help": help, **rules})
@@ -57,13 +59,23 @@ def model_label(model: str) -> str:
     return Path(model.rstrip("/")).name or model
 
 
-def parse_train_samples(text: str) -> int | str:
-    """--max-train-samples of a final: ``all`` (the whole training split) or a number of sentences."""
-    if text == "all":
-        return text
-    if not text.isdigit():
-        raise ValueError(text)
-    return int(text)
+def word_or_count(word: str, meaning: Any, what: str) -> Callable[[Any], Any]:
+    """A flag's parse: ``word`` (which stands for ``meaning``) or a number of ``what``; from a config file, null (the
+    default) or a number too."""
+
+    def parse(value: str | int | None) -> Any:
+        if value is None or value == word:
+            return meaning if value is not None else None
+        if isinstance(value, bool) or not str(value).isdigit():
+            raise ValueError(f"not {word} or a number of {what}: {value!r}")
+        return int(value)
+
+    return parse
+
+
+# --max-length: auto (None) or a number of tokens; a final's --max-train-samples: all or a number of sentences.
+parse_max_length = word_or_count("auto", None, "tokens")
+parse_train_samples = word_or_count("all", "all", "sentences")
 
 
 def check_train_samples(name: str, value: int | str | None) -> None:
@@ -71,13 +83,11 @@ def check_train_samples(name: str, value: int | str | None) -> None:
         raise UsageError(f"{flag(name)} must be positive or all, got {value}")
 
 
-def parse_max_length(text: str) -> int | None:
-    """--max-length: ``auto`` (None) or a number of tokens."""
-    if text == "auto":
+def parse_labels(value: str | list[str] | None) -> list[str] | None:
+    """--labels A,B,C; from a config file, a list too."""
+    if value is None:
         return None
-    if not text.isdigit():
-        raise ValueError(text)
-    return int(text)
+    return [str(name).strip() for name in (value if isinstance(value, list) else str(value).split(","))]
 
 
 @dataclass(kw_only=True)
@@ -135,11 +145,11 @@ class Budget(Settings):
     batch_size: int = option(32, "training batch size", positive=True)
     max_train_samples: int | None = option(None, "train on a seeded subset of this many sentences (budget runs)", positive=True)
     max_eval_samples: int | None = option(None, "validate on a seeded subset of this many sentences (budget runs)", positive=True)
-    max_length: int | None = option(None, "tokens a text keeps: auto, the fewest that keep 99%% of the training texts whole "
-                                    "(at most the model's maximum), or a number", metavar="auto|N", parse=parse_max_length, positive=True,
-                                    default_text="auto")
+    max_length: int | None = option(None, "tokens a text keeps: auto (the default), the fewest that keep 99% of the training "
+                                    "texts whole (at most the model's maximum), or a number", metavar="auto|N", parse=parse_max_length,
+                                    positive=True)
     labels: list[str] | None = option(None, "the label names, in id order; a label outside them is an error (default: the data's)",
-                                      parse=lambda text: [name.strip() for name in text.split(",")], metavar="A,B,...")
+                                      parse=parse_labels, metavar="A,B,...")
     evaluation: str = option("subset", "subset: the pruner's evaluations on a seeded third of the validation split (at least "
                              f"{PRUNING_EVAL_MIN} sentences), a run's value from one evaluation on the whole split at its end; full: "
                              "every evaluation on the whole split, a run's value the best of them", choices=EVALUATIONS)
@@ -402,7 +412,7 @@ class FinalSettings(LocalSources, Storage, StudyName, Tracking, Verbosity):
     top: int = option(1, "retrain the K best completed trials, keep the one whose retraining validates best, and test only "
                       "that one (a guard against picking the trial that the validation noise favoured)", positive=True)
     seeds: int = option(1, "retrain with this many seeds (the ones after the study's) and report the mean test accuracy, its "
-                        "standard deviation and a 95%% bootstrap interval over test sentences and seeds; the first seed's model "
+                        "standard deviation and a 95% bootstrap interval over test sentences and seeds; the first seed's model "
                         "is the one saved", positive=True)
     max_train_samples: int | str | None = option(None, "train the final model on a seeded subset of this many training sentences, "
                                                  "or all: the whole training split (default: the study's budget); the validation "

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from study import bench, cli, compare, final, predict, report, run
+from study._command import settings_from
 from study.settings import BenchSettings, StudySettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,11 +38,30 @@ def test_help_imports_no_training_library(argv):
     assert "usage: " in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_the_alias_and_the_subcommand_parse_the_same_flags():
-    for module in (run, final, report, predict, compare, bench):
-        alias = {a.dest for a in module.COMMAND.parser()._actions}
-        sub = cli.build_parser()._subparsers._group_actions[0].choices[module.COMMAND.name]
-        assert alias == {a.dest for a in sub._actions}
+@pytest.mark.parametrize("module", [run, final, report, predict, compare, bench])
+def test_the_alias_and_the_subcommand_parse_the_same_flags(module):
+    name = module.COMMAND.name
+    argv = {"run": ["--trials", "3", "--no-baseline"], "final": ["--top", "2"], "report": ["--json"], "predict": ["i feel fine"],
+            "compare": ["--variants", "head", "lora"], "bench": ["--parts", "head"]}[name]
+    alias = settings_from(module.COMMAND.settings, module.COMMAND.parser().parse_args(argv))
+    sub = cli.build_parser().parse_args([name, *argv])
+    assert sub.command == name and settings_from(module.COMMAND.settings, sub[name]) == alias != module.COMMAND.settings()
+
+
+def test_a_command_imports_no_other_command():
+    code = ("import sys\nfrom study import cli\ntry:\n    cli.main(['report', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('study.') and m.removeprefix('study.') in cli.COMMANDS))\n")
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "['study.report']"
+
+
+def test_a_bad_command_or_flag_is_one_line_and_exit_2(capsys):
+    for argv, named in ((["nope"], "nope"), ([], "command"), (["run", "--no-such-flag"], "--no-such-flag"),
+                        (["run", "--trials", "x"], "trials"), (["run", "--pruner", "fastest"], "fastest")):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and named in err, err
 
 
 def test_settings_check_themselves_wherever_they_are_built():

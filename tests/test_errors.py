@@ -56,7 +56,7 @@ def test_out_of_memory_is_named_with_the_batch_size_to_try(tmp_path, capsys):
         with errors.logged_to(tmp_path, batch_size=8):
             torch.empty(2**62, dtype=torch.uint8)
 
-    assert Command("allocate", "", "", Verbosity, allocate).main([]) == 1
+    assert Command("allocate", "", Verbosity, allocate).main([]) == 1
     line = one_line(capsys.readouterr().err)
     assert line.startswith("error: out of CPU memory at batch size 8; try --batch-size 4") and str(tmp_path / errors.LOG_NAME) in line
 

@@ -28,7 +28,7 @@ import yaml
 
 from emotion_core.errors import InputError
 from study._command import settings_from
-from study.cli import COMMANDS, build_parser
+from study.cli import build_parser, command
 
 try:
     import kubernetes_validate
@@ -265,16 +265,15 @@ def command_line(container: dict, undefined: list[str] | None = None) -> list[st
 
 def check_emotion_study(argv: list[str]) -> object:
     """emotion-study's own parser takes argv (the words after emotion-study), and the settings it gives pass their
-    checks; returns the parsed arguments. An AssertionError names what was refused."""
+    checks; returns the settings. An AssertionError names what was refused."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as error:
         raise AssertionError(f"emotion-study {shlex.join(argv)}: the CLI refuses it (exit {error.code})") from None
     try:
-        settings_from(COMMANDS[args.command].settings, args)
+        return settings_from(command(args.command).settings, args[args.command])
     except InputError as error:  # a UsageError: a value the flags take but the settings refuse
         raise AssertionError(f"emotion-study {shlex.join(argv)}: {error}") from None
-    return args
 
 
 def dashboard_flags() -> set[str]:
@@ -328,7 +327,7 @@ def test_every_emotion_study_command_parses_with_the_cli():
             continue
         args = check_emotion_study(argv[1:])
         checked += 1
-        if args.command == "run":
+        if argv[1] == "run":
             assert args.workers == 1, f"{where}: each pod is one worker: --workers 1"
             assert args.storage == plausible_values()["STORAGE_URL"], f"{where}: the storage is the Secret's"
             # The folders the command writes are volumes: the shared store (unless it is S3) and the scratch folder.
