@@ -185,6 +185,9 @@ class Command:
     settings: type[Settings]
     execute: Callable[[Any], int]
     epilog: str = ""
+    # The settings that the command's stored study holds for these (run: the definition of the study they name, joined
+    # with them), or None: --print-config then prints those, a study file that reruns the study elsewhere.
+    stored: Callable[[Any], Any] | None = None
 
     @property
     def prog(self) -> str:
@@ -204,11 +207,27 @@ class Command:
         """Parse ``argv`` (default: the command line), run, and return the exit code."""
         argv = list(sys.argv[1:] if argv is None else argv)
         try:
+            if self.stored is not None and "--print-config" in argv:
+                return self.print_stored(argv)
             args = self.parser().parse_args(argv)
         except argparse.ArgumentError as error:
             print(one_line(error), file=sys.stderr)
             return 2
+        except InputError as error:
+            print(one_line(error), file=sys.stderr)
+            return 2
         return self.run(args, argv)
+
+    def print_stored(self, argv: list[str]) -> int:
+        """--print-config of a command whose settings name a stored study: its stored definition, joined with what
+        ``argv`` gives, as a file that --config takes; the settings as given where no such study exists yet."""
+        parser = self.parser()
+        given = [a for a in argv if a != "--print-config"]
+        settings = settings_from(self.settings, parser.parse_args(given), given)
+        joined = self.stored(settings) or settings
+        values = {f.name: getattr(joined, f.name) for f in dataclasses.fields(joined)}
+        print(parser.dump(parser.parse_object(values), skip_none=False), end="")
+        return 0
 
     def run(self, args: Namespace, argv: list[str]) -> int:
         global _INVOCATION

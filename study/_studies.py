@@ -108,11 +108,6 @@ def _source_differences(record: records.StudyRecord, settings: StudySettings) ->
             for k in StudySettings.SOURCES if prints.get(k) != now[k]]
 
 
-def _named(setting: str) -> str:
-    """A setting as the user gives it: its flag, or its name where it has none (the search section)."""
-    return setting if StudySettings.__dataclass_fields__[setting].metadata.get("flag") is False else flag(setting)
-
-
 def check_stored_settings(storage: BaseStorage, settings: StudySettings) -> None:
     """Refuse a run whose identity settings differ from those the stored study was made with (the model, tokenizer
     and data by content, wherever they lie)."""
@@ -124,7 +119,7 @@ def check_stored_settings(storage: BaseStorage, settings: StudySettings) -> None
         return
     current = settings.identity()
     stored = {**StudySettings.EARLIER, **record.settings}  # a setting added after the study was made: what it ran with
-    differences = [f"{_named(k)}: stored {stored.get(k)!r}, given {current[k]!r}" for k in current
+    differences = [f"{flag(k)}: stored {stored.get(k)!r}, given {current[k]!r}" for k in current
                    if k not in StudySettings.SOURCES and stored.get(k) != current[k]]
     differences += _source_differences(record, settings)
     if differences:

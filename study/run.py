@@ -102,6 +102,15 @@ def go_on(settings: StudySettings) -> str:
             "--patience 0 (no stop rule)")
 
 
+def stored_definition(settings: StudySettings) -> StudySettings | None:
+    """The settings a run of the stored study they name would train with (its stored definition joined with them);
+    None when that study does not exist yet."""
+    from study._studies import find_for_run
+
+    found = find_for_run(settings)
+    return found.settings if found is not None else None
+
+
 def run_study(settings: StudySettings) -> int:
     with logged_to(settings.study_dir, settings.batch_size):
         return _run_study(settings)
@@ -155,10 +164,13 @@ def _run_study(settings: StudySettings) -> int:
 
 COMMAND = Command(
     name="run",
-    description="Search learning rate, weight decay and each variant's own parameters (head dropout, LoRA r and dropout) for "
-    "the variants that --variant names, in an Optuna study in persistent storage. Rerun the same command to resume.",
+    description="Search the learning rate, weight decay and each variant's own parameters (head dropout, LoRA r and dropout), "
+    "or the space a study file's search: section gives, for the variants and base models it names, in an Optuna study in "
+    "persistent storage. Rerun the same command to resume; --print-config --storage URL --study-name NAME prints a stored "
+    "study's definition as a study file.",
     settings=StudySettings,
     execute=run_study,
+    stored=stored_definition,
     epilog="Browse it with optuna-dashboard (run prints the command), then retrain the best trial: emotion-study final.",
 )
 main = COMMAND.main

@@ -38,8 +38,7 @@ PRUNING_EVAL_MIN = 200
 
 def option(default: Any = None, help: str = "", **rules: Any) -> Any:
     """A settings field: its default, its ``--help`` text and its rules (``positive``, ``choices``, ``metavar``,
-    ``nargs``, ``positional``, ``parse``: a function from the flag's text, or a config file's value, to the value;
-    ``flag=False``: no flag, a value that only a config file or Python gives)."""
+    ``nargs``, ``positional``, ``parse``: a function from the flag's text, or a config file's value, to the value)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **rules})
     return field(default=default, metadata={"help": help, **rules})
@@ -268,8 +267,8 @@ class StudySettings(Sources, Budget, Storage, StudyName, Tracking, Verbosity):
     target_modules: list[str] | None = option(None, "LoRA target modules, a fixed value of lora_targets (attention: peft's "
                                               "defaults for the model type, or all-linear)", nargs="+")
     search: dict[str, Any] | None = option(None, "the search space, changed from the default key by key: each parameter a range "
-                                           "{low, high, log}, {choices: [...]} or a fixed value, a variant's own under its name",
-                                           flag=False)
+                                           "{low, high, log}, {choices: [...]} or a fixed value, a variant's own under its name "
+                                           "(a study file's search: section, or YAML here)")
     models: list[str] | None = option(None, "several base models (hub ids or local folders), each with its own tokenizer: the model "
                                       "becomes a parameter of the search beside the variant; the same as --model A,B", nargs="+")
 

@@ -110,3 +110,23 @@ def test_the_hyphenated_flags_are_the_ones_the_settings_had(capsys):
 
 def test_the_file_is_the_documented_form():
     assert "--config FILE" in (Path(__file__).resolve().parents[1] / "docs" / "commands.md").read_text()
+
+
+def test_print_config_of_a_stored_study_writes_its_definition_back_out(study_args, tmp_path, capsys):
+    from study import run
+
+    storage = study_args[study_args.index("--storage") + 1]
+    search = "{lora: {lora_r: {choices: [2, 4]}}}"
+    assert run.main(["--trials", "1", "--pruner", "none", "--search", search, *study_args, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert run.main(["--print-config", "--storage", storage, "--study-name", "t"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["trials"], printed["epochs"], printed["pruner"], printed["patience"]) == (1, 1.0, "none", 0)
+    assert printed["search"] == {"lora": {"lora_r": {"choices": [2, 4]}}}
+    # Passed back with a larger total, it runs the same study (the same identity: nothing refused), in the stored space.
+    study_file = tmp_path / "printed.yaml"
+    study_file.write_text(yaml.safe_dump({**printed, "trials": 2}))
+    assert run.main(["--config", str(study_file)]) == 0
+    trials = optuna.load_study(study_name="t", storage=storage).trials
+    assert len(trials) == 2 and trials[1].params["lora_r"] in (2, 4)
+    assert records.StudyRecord.read(optuna.load_study(study_name="t", storage=storage)).settings["epochs"] == 1.0

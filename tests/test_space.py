@@ -174,10 +174,12 @@ def test_the_warmup_and_schedule_reach_the_trainer(tiny_model, tokenizer, tokeni
 
 
 def run_with(search: dict | None, flags: list[str]) -> int:
-    """``emotion-study run`` with these flags and a search section (the value a config file's ``search:`` gives)."""
-    args = run.COMMAND.parser().parse_args(flags)
-    args.search = search
-    return run.COMMAND.run(args, flags)
+    """``emotion-study run`` with these flags and a study file that holds this search section."""
+    out = Path(flags[flags.index("--output-dir") + 1])
+    out.mkdir(parents=True, exist_ok=True)
+    study_file = out / "study.yaml"
+    study_file.write_text(yaml.safe_dump({"search": search}))
+    return run.main(["--config", str(study_file), *flags])
 
 
 def test_a_study_keeps_to_its_space_and_final_retrains_with_its_fixed_values(study_args, capsys):
@@ -209,11 +211,16 @@ def test_a_study_keeps_to_its_space_and_final_retrains_with_its_fixed_values(stu
     assert (config["learning_rate"], config["warmup_ratio"]) == (chosen.params["learning_rate"], chosen.params["warmup_ratio"])
 
     # Another space under the same name is refused, by the command a user runs: exit 2, one line, nothing run.
-    done = subprocess.run([sys.executable, "-m", "study.run", "--trials", "6", *study_args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    other = {"lora": {"lora_r": {"choices": [8, 16]}}}
+    done = subprocess.run([sys.executable, "-m", "study.run", "--trials", "6", "--search", json.dumps(other), *study_args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("error: study 't'") and "search: stored {" in done.stderr and "given None" in done.stderr
+    assert done.stderr.startswith("error: study 't'") and "--search: stored {" in done.stderr and "given {'lora'" in done.stderr
     assert len(optuna.load_study(study_name="t", storage=storage).trials) == 5
+    # Without a search section, a rerun of the stored study keeps to the stored one.
+    assert run.main(["--trials", "6", *study_args]) == 0
+    sixth = optuna.load_study(study_name="t", storage=storage).trials[-1]
+    assert sixth.params["lora_r"] in (2, 4) and 1e-3 <= sixth.params["learning_rate"] <= 2e-3
 
 
 def test_a_bad_search_section_exits_2_and_writes_nothing(study_args, tmp_path, capsys):
@@ -222,7 +229,7 @@ def test_a_bad_search_section_exits_2_and_writes_nothing(study_args, tmp_path, c
     assert not (tmp_path / "study.db").exists()
 
 
-def test_search_has_no_flag(capsys):
+def test_the_search_flag_takes_a_yaml_section_and_prints_it_back(capsys):
     with pytest.raises(SystemExit):
-        run.main(["--help"])
-    assert "--search" not in capsys.readouterr().out
+        run.main(["--search", "{lora: {lora_r: {choices: [8, 16]}}}", "--print-config"])
+    assert yaml.safe_load(capsys.readouterr().out)["search"] == {"lora": {"lora_r": {"choices": [8, 16]}}}
