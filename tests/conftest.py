@@ -16,6 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 _DATASETS_CACHE = tempfile.TemporaryDirectory(prefix="hf-datasets-")
 os.environ.setdefault("HF_DATASETS_CACHE", _DATASETS_CACHE.name)
 
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -66,6 +67,18 @@ def study_dir(args_or_storage, output_dir: str | None = None, name: str = "t") -
         args_or_storage, output_dir = args[args.index("--storage") + 1], args[args.index("--output-dir") + 1]
         name = args[args.index("--study-name") + 1] if "--study-name" in args else name
     return StudySettings(storage=args_or_storage, output_dir=output_dir, study_name=name).study_dir
+
+
+def wait_while_running(process, ready, timeout: float, what: str) -> None:
+    """Until ``ready()`` holds; the test fails when ``process`` ends first, or after ``timeout`` seconds (killing it)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            pytest.fail(f"the command ended before {what}: {process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{what} did not happen within {timeout}s")
+        time.sleep(0.02)
 
 
 def pytest_configure(config):

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from study import final, records, run
 from study.settings import FinalSettings, StudySettings
-from tests.conftest import study_dir
+from tests.conftest import study_dir, wait_while_running
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_KEYS = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -125,17 +125,9 @@ def test_another_budget_is_another_checkpoint_key():
 
 def wait_for_final_checkpoint(process: subprocess.Popen, args: list[str], timeout: float = 300) -> None:
     """Until the final's retraining has a checkpoint in the artifact store that the study points to."""
-    deadline = time.monotonic() + timeout
     study = load(args)
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the final ended before it stored a checkpoint: {process.communicate()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no final checkpoint after {timeout}s")
-        if any(key.startswith(records.FinalCheckpoint.PREFIX) and value for key, value in study.user_attrs.items()):
-            return
-        time.sleep(0.05)
+    wait_while_running(process, lambda: any(key.startswith(records.FinalCheckpoint.PREFIX) and value for key, value in study.user_attrs.items()),
+                       timeout, "the final stored a checkpoint")
 
 
 def test_a_killed_final_leaves_the_previous_model_and_its_rerun_continues_from_its_checkpoint(study_args):

@@ -26,7 +26,7 @@ from study._backends import open_storage
 from study._opened import OpenedStudy
 from study._backends.heartbeat import JournalFileStorage
 from study._trials.liveness import fail_stale_trials
-from tests.conftest import study_dir
+from tests.conftest import study_dir, wait_while_running
 
 ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -66,22 +66,18 @@ def wait_for_checkpoint(process: subprocess.Popen, args: list[str], number: int,
     """Until trial ``number`` has a checkpoint a retry can resume from: saved, put in the artifact store and pointed to
     by the trial (a kill between the local save and the pointer leaves the retry nothing to resume from). The study is
     loaded once and then only queried: loading it anew each time was slow enough to miss a short trial."""
-    deadline = time.monotonic() + timeout
     study = None
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before trial {number} stored a checkpoint: {process.communicate()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no checkpoint of trial {number} after {timeout}s")
+
+    def stored() -> bool:
+        nonlocal study
         try:
             study = study or load(args)
             trials = study.get_trials(deepcopy=False)
-            if len(trials) > number and records.Checkpoint.read(trials[number]) is not None:
-                return
+            return len(trials) > number and records.Checkpoint.read(trials[number]) is not None
         except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):  # no study yet, or a write holds the file
-            pass
-        time.sleep(0.02)
+            return False
+
+    wait_while_running(process, stored, timeout, f"trial {number} stored a checkpoint")
 
 
 def snapshot(study):
