@@ -52,6 +52,8 @@ def _choose_study(storage: BaseStorage, storage_url: str, name: str | None, *, s
         if len(summaries) > 1:
             say(f"study {name!r}: {why} of the {len(summaries)} in {mask_url(storage_url)} ({', '.join(names)}); "
                 "pass --study-name for another")
+    if name is None:
+        raise UsageError(f"{mask_url(storage_url)} holds no study yet; run emotion-study run first")
     if name not in names:
         known = f"it holds {', '.join(names)}" if names else "it holds no study"
         raise UsageError(f"no study {name!r} in {mask_url(storage_url)} ({known}); run emotion-study run first or pass --study-name")
