@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from study.settings import ReportSettings
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
 
 def steps_per_epoch(study: optuna.Study) -> int | None:
@@ -36,14 +38,14 @@ def steps_per_epoch(study: optuna.Study) -> int | None:
     return math.ceil(sizes.pop() / batch_size)
 
 
-def leaderboard(study: optuna.Study, top: int) -> list[dict]:
-    """The finished trials ranked by validation accuracy, completed ones first; a pruned trial's value is its last
-    report (Optuna stores it so)."""
+def leaderboard(trials: Sequence[FrozenTrial], top: int) -> list[dict]:
+    """The finished trials of a study's ``trials`` ranked by validation accuracy, completed ones first; a pruned
+    trial's value is its last report (Optuna stores it so)."""
     from optuna.trial import TrialState
 
     from study._studies import FINISHED
 
-    finished = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.values]
+    finished = [t for t in trials if t.state in FINISHED and t.values]
     ranked = sorted(finished, key=lambda t: (t.state != TrialState.COMPLETE, -t.values[0], t.number))[:top]
     rows = []
     for trial in ranked:
@@ -70,13 +72,14 @@ def summarize(study: optuna.Study, top: int = 10) -> dict:
 
     record = records.StudyRecord.read(study)
     final = records.FinalRecord.read(study)
+    trials = study.get_trials(deepcopy=False)  # read once: every part below works from this list
     return {
         "study_name": study.study_name,
         "objective": (record.settings.get("objective") if record is not None else None) or "accuracy",
         "directions": [d.name.lower() for d in study.directions],
-        "counts": outcome_counts(study),
-        **tuning(study),
-        "leaderboard": leaderboard(study, top),
+        "counts": outcome_counts(study, trials),
+        **tuning(study, trials),
+        "leaderboard": leaderboard(trials, top),
         "pareto_front": [
             {"trial": t.number, "val_accuracy": t.values[0], "peak_memory_mib": records.TrialResult.read(t).peak_memory_mib,
              "variant": records.TrialStart.read(t).variant, "params": t.params}
@@ -85,6 +88,9 @@ def summarize(study: optuna.Study, top: int = 10) -> dict:
         "final": None if final is None else {"trial": final.trial, "test_accuracy": final.test_accuracy,
                                              "test_accuracy_ci95": final.test_accuracy_ci95, "seeds": final.seeds},
     }
+
+
+FRONT_LINES = 10
 
 
 def _mib(value) -> str:
@@ -115,8 +121,11 @@ def format_summary(summary: dict) -> str:
     if not summary["leaderboard"]:
         lines.append("   (no finished trial)")
     lines += ["", "Pareto front, accuracy vs peak training memory (least memory first):"]
-    for row in summary["pareto_front"]:
+    front = summary["pareto_front"]
+    for row in front[:FRONT_LINES]:
         lines.append(f"  trial {row['trial']:>4} {row['variant'] or '-':<7} val_acc={row['val_accuracy']:.4f} peak={_mib(row['peak_memory_mib'])} MiB")
+    if len(front) > FRONT_LINES:  # trials at one point all lie on the front: a long study can have many
+        lines.append(f"  ... and {len(front) - FRONT_LINES} more trials on the front (--json lists them)")
     if not summary["pareto_front"]:
         lines.append("  (no completed trial with a memory measurement)")
     lines += ["", "parameter importances for val accuracy (fANOVA: mean over seeds, and their range):"]
@@ -145,7 +154,7 @@ def run_report(settings: ReportSettings) -> int:
         written = save_plots(study, Path(settings.plots), summary["importances"], steps_per_epoch(study))
         print(f"\nplots: {', '.join(str(p) for p in written) or 'none (no completed trial)'}", file=side)
     if records.FinalRecord.read(study) is None:  # final's note holds its own report, which the summary would replace
-        save_note(study)
+        save_note(study, summary=summary)
     print(f"\ndashboard: {dashboard_command(settings.storage, artifact_location(study, settings), settings.storage_folder)}", file=side)
     return 0
 
