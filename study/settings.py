@@ -380,7 +380,7 @@ class CompareSettings(Sources, Budget, Storage, Verbosity):
         return StudySettings(**{**{k: v for k, v in asdict(self).items() if k in shared}, **changes})
 
 
-BENCH_PARTS = ("throughput", "head", "pruning", "stopping")
+BENCH_PARTS = ("throughput", "head", "pruning", "stopping", "report")
 
 
 @dataclass(kw_only=True)
