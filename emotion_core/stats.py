@@ -1,5 +1,6 @@
 """How much an accuracy can be trusted: its spread over seeds, a bootstrap interval over test sentences and seeds,
-McNemar's test of whether two models differ on the same sentences, and a paired interval of their difference."""
+McNemar's test of whether two models differ on the same sentences, and the interval of their difference that belongs to
+that test."""
 
 from __future__ import annotations
 
@@ -75,12 +76,19 @@ def mcnemar(labels, first, second) -> dict:
 def mcnemar_correct(first, second) -> dict:
     """McNemar's exact test of two models on the same sentences, from whether each got each sentence right: of the
     sentences exactly one of them got right, is either side's share different from one half?"""
-    from scipy.stats import binomtest
+    test = mcnemar_against(np.asarray(first, dtype=bool)[None, :], second)
+    return {key: value[0].item() for key, value in test.items()}
 
-    a, b = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
-    only_first, only_second = int(np.sum(a & ~b)), int(np.sum(~a & b))
-    discordant = only_first + only_second
-    p_value = float(binomtest(only_first, discordant, 0.5).pvalue) if discordant else 1.0
+
+def mcnemar_against(firsts, second) -> dict[str, np.ndarray]:
+    """McNemar's exact test of each row of ``firsts`` (models by sentences, bools: got it right) against ``second``
+    on the same sentences, all at once. The exact p is the binomial test's of the discordant sentences against one half:
+    as that distribution is symmetric, twice its smaller tail (at most 1), as scipy.stats.binomtest computes it."""
+    from scipy.stats import binom
+
+    a, b = np.asarray(firsts, dtype=bool), np.asarray(second, dtype=bool)[None, :]
+    only_first, only_second = np.sum(a & ~b, axis=1), np.sum(~a & b, axis=1)
+    p_value = np.minimum(1.0, 2 * binom.cdf(np.minimum(only_first, only_second), only_first + only_second, 0.5))
     return {"only_first_right": only_first, "only_second_right": only_second, "p_value": p_value}
 
 
@@ -103,3 +111,25 @@ def paired_difference(first, second, resamples: int = RESAMPLES, seed: int = 0) 
         boot = np.take_along_axis(boot, rng.integers(seeds, size=(resamples, seeds)), axis=1)
     low, high = (float(q) for q in np.quantile(boot.mean(axis=1), [0.025, 0.975]))
     return {"difference": float(difference.mean()), "ci95": [low, high]}
+
+
+def mcnemar_difference(first, second, confidence: float = 0.95) -> dict:
+    """The accuracy of ``first`` minus that of ``second`` on the same sentences (each a bool per sentence: got it
+    right), McNemar's exact p, and the interval that belongs to that test: the exact (Clopper-Pearson) interval of the
+    share of the discordant sentences that ``first`` got right, as a difference in accuracy given their number.
+
+    McNemar's exact test is the binomial test of that share against one half, and the interval is its inversion, so
+    the interval leaves out 0 exactly when p < 1 - ``confidence``: a verdict taken from either never contradicts the
+    other (a bootstrap interval beside McNemar's p can).
+    """
+    from scipy.stats import binomtest
+
+    test = mcnemar_correct(first, second)
+    only_first, only_second = test["only_first_right"], test["only_second_right"]
+    n, discordant = len(first), only_first + only_second
+    if not discordant:  # the same sentences right: no difference, and nothing that could show one
+        return {**test, "difference": 0.0, "ci95": [0.0, 0.0]}
+    share = binomtest(only_first, discordant, 0.5).proportion_ci(confidence_level=confidence, method="exact")
+    scale = discordant / n  # a share s of the discordant sentences is a difference of scale * (2s - 1) in accuracy
+    return {**test, "difference": (only_first - only_second) / n,
+            "ci95": [scale * (2 * float(share.low) - 1), scale * (2 * float(share.high) - 1)]}

@@ -15,16 +15,21 @@ by side in one run on this machine.
 5. take-home: the time from nothing to the model you take home: a fresh study of --trials on the budget above
    (emotion-study run, in its own storage under <output-dir>/bench/), then emotion-study final of its pick at
    --final-max-train-samples x --final-epochs; the wall time of each and the final model's test accuracy.
+6. report: builds synthetic LoRA studies of 6, 200 and 1000 completed trials in a temporary folder (records as run
+   writes them, values and per-sentence evidence drawn at random, nothing trained) and times ``report``, ``report
+   --json``, the dashboard note and run's closing summary on each.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +41,8 @@ from study._command import Command
 from study.settings import BenchSettings, StudySettings
 
 if TYPE_CHECKING:
+    import optuna
+
     from emotion_core.cache import ModelCache
 
 # The naive notebook's settings.
@@ -348,7 +355,7 @@ def timed_command(name: str, argv: list[str]) -> float:
 
 def take_home(args: BenchSettings, report: dict) -> None:
     """From a fresh study to the final model: the search's and the final's wall times, and the test accuracy."""
-    from study._studies import count_finished, load_stored_study
+    from study._studies import count_finished, open_stored
 
     folder = (Path(args.output_dir) / "bench" / f"take-home-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}").resolve()
     folder.mkdir(parents=True)
@@ -365,7 +372,7 @@ def take_home(args: BenchSettings, report: dict) -> None:
     report["take_home"] = {
         "search_command": f"emotion-study run {shlex.join(search)}",
         "final_command": f"emotion-study final {shlex.join(final)}",
-        "finished_trials": count_finished(load_stored_study(settings.storage, name, say=say)[1]),
+        "finished_trials": count_finished(open_stored(settings.storage, name, say=say).study),
         "search_s": search_s,
         "final_s": final_s,
         "total_s": search_s + final_s,
@@ -384,6 +391,99 @@ def take_home(args: BenchSettings, report: dict) -> None:
         f"test accuracy {made['test_accuracy']:.4f} (95% interval {low:.4f}-{high:.4f}) after {search_s + final_s:.0f} s")
 
 
+REPORT_SIZES = (6, 200, 1000)
+SYNTHETIC_LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
+
+
+def synthetic_study(storage: str, name: str, completed: int, validation: int = 2000, seed: int = 0) -> optuna.Study:
+    """A LoRA study of ``completed`` completed trials, the first the baseline, and a pruned one after every five, with
+    the records run writes (StudyRecord, TrialStart, TrialResult, Evidence, three reports per epoch) and nothing
+    trained: each trial's accuracy follows its learning rate, and which of ``validation`` sentences it gets right is
+    drawn from it, sentence by sentence, so that nearby trials tie as trained ones do."""
+    import numpy as np
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState
+
+    from emotion_core.variants import Choices
+    from study._trials.space import OPTIMIZER_SPACE
+
+    settings = StudySettings(variant="lora")
+    variant = variants.get("lora")
+    space = {**OPTIMIZER_SPACE, **variant.space}
+    distributions = {key: CategoricalDistribution(d.values) if isinstance(d, Choices) else FloatDistribution(d.low, d.high, log=d.log)
+                     for key, d in space.items()}
+    defaults = variant.default_params()
+    rng = np.random.default_rng(seed)
+    difficulty = rng.random(validation)  # a trial gets a sentence right when its skill, give or take noise, is above this
+    study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions)
+    records.StudyRecord(settings=settings.identity(), labels=SYNTHETIC_LABELS, artifact_store="",
+                        fingerprints={"model": "synthetic", "tokenizer": "synthetic", "data": "synthetic"}).write(study)
+    started = datetime.datetime(2026, 1, 1)
+    trials = []
+    for number in range(completed + completed // 5):
+        baseline, pruned = number == 0, number % 6 == 5
+        if baseline:
+            params = {key: defaults[key] for key in space}
+        else:
+            params = {key: rng.choice(d.choices).item() if isinstance(d, CategoricalDistribution)
+                      else float(np.exp(rng.uniform(np.log(d.low), np.log(d.high))) if d.log else rng.uniform(d.low, d.high))
+                      for key, d in distributions.items()}
+        skill = 0.93 - 0.05 * (np.log10(params["learning_rate"]) - np.log10(2e-3)) ** 2 - 0.1 * params["weight_decay"]
+        curve = [float(skill - 0.2 / (report + 1)) for report in range(9)]  # three reports per epoch, three epochs
+        steps = 1500
+        correct = None if pruned else difficulty + 0.05 * rng.standard_normal(validation) < skill
+        trial = optuna.trial.create_trial(
+            state=TrialState.PRUNED if pruned else TrialState.COMPLETE, value=curve[2] if pruned else float(correct.mean()),
+            params=params, distributions=distributions,
+            intermediate_values={(report + 1) * steps // 9: accuracy for report, accuracy in enumerate(curve[:3] if pruned else curve)})
+        trial.datetime_start = started + datetime.timedelta(minutes=11 * number)
+        trial.datetime_complete = trial.datetime_start + datetime.timedelta(minutes=10)
+        # The records as run writes them, onto the trial before it is stored (one write per trial, not one per attr).
+        records.TrialStart(variant="lora", baseline=baseline).write(trial)
+        records.TrialResult(trainable_params=811_008, total_params=125_250_816, peak_memory_mib=2000.0 + 10 * params["lora_r"],
+                            weights_mib=477.8, train_seconds=600.0, train_samples_per_second=80.0, optimizer_steps=steps,
+                            n_train=16_000, n_validation=validation, epoch_val_accuracy=curve[2::3]).write(trial)
+        if correct is not None:
+            records.Evidence(correct=correct, data="synthetic").write(trial)
+        trials.append(trial)
+    study.add_trials(trials)
+    return study
+
+
+def report_speed(args: BenchSettings, report: dict, sizes=REPORT_SIZES) -> None:
+    """Time report (text and --json, each a command as a person runs it), the dashboard note and run's closing summary
+    on synthetic studies of ``sizes`` completed trials, and the longest line the text report prints."""
+    import optuna
+
+    from study._tuning import save_note, summary_lines
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for size in sizes:
+            storage = f"sqlite:///{Path(folder) / f'report-{size}.db'}"
+            say(f"report: building a synthetic LoRA study of {size} completed trials")
+            started = time.perf_counter()
+            synthetic_study(storage, "synthetic", size)
+            row = {"completed_trials": size, "build_s": time.perf_counter() - started}
+            for key, flags in (("text_s", []), ("json_s", ["--json"])):
+                started = time.perf_counter()
+                done = subprocess.run([sys.executable, "-m", "study.report", "--storage", storage, "--study-name", "synthetic", *flags],
+                                      capture_output=True, text=True, check=True)
+                row[key] = time.perf_counter() - started
+                if not flags:
+                    row["longest_line"] = max(len(line) for line in done.stdout.splitlines())
+            study = optuna.load_study(study_name="synthetic", storage=storage)
+            for key, part in (("note_s", save_note), ("run_summary_s", summary_lines)):
+                started = time.perf_counter()
+                part(study)
+                row[key] = time.perf_counter() - started
+            rows.append(row)
+            say(f"report: {size} trials: text {row['text_s']:.1f}s, --json {row['json_s']:.1f}s, note {row['note_s']:.1f}s, "
+                f"run's summary {row['run_summary_s']:.1f}s; longest line {row['longest_line']} characters")
+    report["report"] = rows
+
+
 def run_bench(args: BenchSettings) -> int:
     import torch
 
@@ -398,10 +498,11 @@ def run_bench(args: BenchSettings) -> int:
         "device": torch.cuda.get_device_name() if use_gpu() else f"cpu ({torch.get_num_threads()} threads)",
         "torch": torch.__version__, "python": platform.python_version(),
     }
-    if set(args.parts) - {"stopping", "take-home"}:
+    if set(args.parts) - {"stopping", "take-home", "report"}:
         report["project_bf16"] = variants.get(args.variant).autocast_bf16(args.model, args.precision)
     started = time.perf_counter()
-    for part, run in (("throughput", throughput), ("head", head), ("pruning", pruning), ("stopping", stopping), ("take-home", take_home)):
+    for part, run in (("throughput", throughput), ("head", head), ("pruning", pruning), ("stopping", stopping), ("take-home", take_home),
+                      ("report", report_speed)):
         if part in args.parts:
             run(args, report)
     report["bench_s"] = time.perf_counter() - started
@@ -416,8 +517,9 @@ COMMAND = Command(
     name="bench",
     description="Measure, side by side in one run: the project's trial against a naive HF Trainer setup (samples/s, peak memory), "
     "a head trial with and without the feature cache, a study with and without the pruner, (stopping) where --patience "
-    "would have stopped a stored study, and (take-home) the wall time from a fresh study to its final model on a larger "
-    "budget, with that model's test accuracy.",
+    "would have stopped a stored study, (take-home) the wall time from a fresh study to its final model on a larger "
+    "budget, with that model's test accuracy, and (report) how long report takes on synthetic studies of 6, 200 and 1000 "
+    "trials.",
     settings=BenchSettings,
     execute=run_bench,
 )

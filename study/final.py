@@ -167,12 +167,15 @@ def build_report(settings: StudySettings, final: StudySettings, trial: optuna.tr
 
 def gain_text(report: dict) -> str:
     """The tuned model against the defaults at the final budget, in a sentence."""
+    from study._tuning import p_text, points_text
+
     versus = report["against_defaults"]
     low, high = versus["gain_ci95_points"]
     over = "the test sentences and seeds" if len(report["seeds"]) > 1 else "the test sentences"
     text = (f"tuned {versus['tuned_test_accuracy']:.4f} against the defaults {versus['defaults_test_accuracy']:.4f} "
-            f"({versus['defaults_source']}): {versus['gain_points']:+.1f} points (95% interval {low:+.1f} to {high:+.1f} over {over}), "
-            f"McNemar p = {versus['p_value']:.3g} (only the tuned model right on {versus['only_tuned_right']} sentences, only the "
+            f"({versus['defaults_source']}): {points_text(versus['gain_points'])} points (95% bootstrap interval {points_text(low)} to "
+            f"{points_text(high)} over {over}), McNemar's exact p = {p_text(versus['p_value'])} (only the tuned model right on "
+            f"{versus['only_tuned_right']} sentences, only the "
             f"defaults on {versus['only_defaults_right']})")
     return text + ("; the kept trial is the baseline itself" if versus["same_parameters"] else "")
 

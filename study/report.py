@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from study.settings import ReportSettings
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
 
 def steps_per_epoch(study: optuna.Study) -> int | None:
@@ -36,14 +38,14 @@ def steps_per_epoch(study: optuna.Study) -> int | None:
     return math.ceil(sizes.pop() / batch_size)
 
 
-def leaderboard(study: optuna.Study, top: int) -> list[dict]:
-    """The finished trials ranked by validation accuracy, completed ones first; a pruned trial's value is its last
-    report (Optuna stores it so)."""
+def leaderboard(trials: Sequence[FrozenTrial], top: int) -> list[dict]:
+    """The finished trials of a study's ``trials`` ranked by validation accuracy, completed ones first; a pruned
+    trial's value is its last report (Optuna stores it so)."""
     from optuna.trial import TrialState
 
     from study._studies import FINISHED
 
-    finished = [t for t in study.get_trials(deepcopy=False, states=FINISHED) if t.values]
+    finished = [t for t in trials if t.state in FINISHED and t.values]
     ranked = sorted(finished, key=lambda t: (t.state != TrialState.COMPLETE, -t.values[0], t.number))[:top]
     rows = []
     for trial in ranked:
@@ -71,14 +73,15 @@ def summarize(study: optuna.Study, top: int = 10) -> dict:
 
     record = records.StudyRecord.read(study)
     final = records.FinalRecord.read(study)
+    trials = study.get_trials(deepcopy=False)  # read once: every part below works from this list
     return {
         "study_name": study.study_name,
         "objective": (record.settings.get("objective") if record is not None else None) or "accuracy",
         "directions": [d.name.lower() for d in study.directions],
-        "counts": outcome_counts(study),
-        **tuning(study),
-        "models": models_compared(study),
-        "leaderboard": leaderboard(study, top),
+        "counts": outcome_counts(study, trials),
+        **tuning(study, trials),
+        "models": models_compared(trials),
+        "leaderboard": leaderboard(trials, top),
         "pareto_front": [
             {"trial": t.number, "val_accuracy": t.values[0], "peak_memory_mib": records.TrialResult.read(t).peak_memory_mib,
              "variant": records.TrialStart.read(t).variant, "params": t.params}
@@ -89,6 +92,9 @@ def summarize(study: optuna.Study, top: int = 10) -> dict:
     }
 
 
+FRONT_LINES = 10
+
+
 def _mib(value) -> str:
     from study._show.text import format_mib
 
@@ -96,7 +102,9 @@ def _mib(value) -> str:
 
 
 def models_lines(rows: list[dict]) -> list[str]:
-    """The best model against each other one: how many points it leads by, with the interval and McNemar's p."""
+    """The best model against each other one: how many points it leads by, McNemar's p, which decides, and its interval."""
+    from study._tuning import p_text, points_text
+
     top = rows[0]
     lines = [f"{top['model']} with {top['variant']} (trial {top['trial']}, val accuracy {top['val_accuracy']:.4f}) is the best model"]
     for row in rows[1:]:
@@ -105,10 +113,10 @@ def models_lines(rows: list[dict]) -> list[str]:
             lines.append(f"{name}: not comparable sentence by sentence (no paired evidence)")
             continue
         low, high = row["ci95_points"]
-        clear = "a difference the validation sentences can tell from noise" if row["p_value"] < 0.05 and low > 0 else \
-            "a difference the validation sentences cannot tell from noise"
-        lines.append(f"{top['model']} beats {name} by {row['points_behind']:+.1f} points (95% interval {low:+.1f} to {high:+.1f}, "
-                     f"McNemar p = {row['p_value']:.2g}): {clear}")
+        clear = "a difference beyond the validation noise" if row["significant"] else \
+            "a difference that the validation sentences cannot tell from noise"
+        lines.append(f"{top['model']} beats {name} by {points_text(row['points_behind'])} points (McNemar's exact test p = "
+                     f"{p_text(row['p_value'])}, its 95% interval {points_text(low)} to {points_text(high)}): {clear}")
     return lines
 
 
@@ -137,8 +145,11 @@ def format_summary(summary: dict) -> str:
     if not summary["leaderboard"]:
         lines.append("   (no finished trial)")
     lines += ["", "Pareto front, accuracy vs peak training memory (least memory first):"]
-    for row in summary["pareto_front"]:
+    front = summary["pareto_front"]
+    for row in front[:FRONT_LINES]:
         lines.append(f"  trial {row['trial']:>4} {row['variant'] or '-':<7} val_acc={row['val_accuracy']:.4f} peak={_mib(row['peak_memory_mib'])} MiB")
+    if len(front) > FRONT_LINES:  # trials at one point all lie on the front: a long study can have many
+        lines.append(f"  ... and {len(front) - FRONT_LINES} more trials on the front (--json lists them)")
     if not summary["pareto_front"]:
         lines.append("  (no completed trial with a memory measurement)")
     lines += ["", "parameter importances for val accuracy (fANOVA: mean over seeds, and their range):"]
@@ -167,7 +178,7 @@ def run_report(settings: ReportSettings) -> int:
         written = save_plots(study, Path(settings.plots), summary["importances"], steps_per_epoch(study))
         print(f"\nplots: {', '.join(str(p) for p in written) or 'none (no completed trial)'}", file=side)
     if records.FinalRecord.read(study) is None:  # final's note holds its own report, which the summary would replace
-        save_note(study)
+        save_note(study, summary=summary)
     print(f"\ndashboard: {dashboard_command(settings.storage, artifact_location(study, settings), settings.storage_folder)}", file=side)
     return 0
 

@@ -41,14 +41,15 @@ def optimize(opened: OpenedStudy, inputs, progress) -> str | None:
 
 
 def print_summary(opened: OpenedStudy) -> None:
-    """Counts, the best trial (the Pareto front for accuracy,memory), what tuning bought, and the commands that come next."""
+    """Counts, the best trial (the Pareto front for accuracy,memory), what tuning bought (also the study's note in the
+    dashboard), and the commands that come next."""
     import optuna
 
     from study._backends.artifacts import dashboard_command
     from study._show.progress import outcome_counts, values_text
     from study._show.text import params_text
     from study._studies import pareto_front, pick_trial
-    from study._tuning import summary_lines
+    from study._tuning import answer, save_note, summarize
 
     study, settings = opened.study, opened.definition
     print(", ".join(f"{n} {kind}" for kind, n in outcome_counts(study).items()))
@@ -66,8 +67,11 @@ def print_summary(opened: OpenedStudy) -> None:
         peak = records.TrialResult.read(chosen).peak_memory_mib
         print(f"best trial {chosen.number}: {values_text(chosen, settings.evaluation)} peak={peak if peak is not None else '-'} MiB "
               f"{params_text(chosen.params)}")
-        for line in summary_lines(study):
+        summary = summarize(study)
+        for line in answer(summary):
             print(line)
+        if records.FinalRecord.read(study) is None:  # final's note holds its own report, which the summary would replace
+            save_note(study, summary=summary)
     where = f"--storage {mask_url(settings.storage)} --study-name {shlex.quote(study.study_name)}"
     print(f"dashboard: {dashboard_command(settings.storage, settings.artifact_location, settings.storage_folder)}")
     print(f"report:    emotion-study report {where}")

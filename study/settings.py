@@ -469,7 +469,7 @@ class CompareSettings(Sources, Budget, Storage, Verbosity):
         return StudySettings(**{**{k: v for k, v in asdict(self).items() if k in shared}, **changes})
 
 
-BENCH_PARTS = ("throughput", "head", "pruning", "stopping", "take-home")
+BENCH_PARTS = ("throughput", "head", "pruning", "stopping", "take-home", "report")
 
 
 @dataclass(kw_only=True)

@@ -43,3 +43,31 @@ def test_bench_take_home_times_a_fresh_study_and_its_final_on_more_data(tiny_mod
     assert (taken["final_budget"]["n_train"], taken["final_budget"]["epochs"]) == (240, 2.0)
     assert taken["final_command"].startswith("emotion-study final ") and "--max-train-samples all" in taken["final_command"]
     assert (Path(taken["final_folder"]) / "standalone").is_dir()
+
+
+def test_the_report_part_times_report_on_a_synthetic_study_that_report_reads():
+    from study.settings import BenchSettings
+
+    out: dict = {}
+    bench.report_speed(BenchSettings(parts=["report"]), out, sizes=(6,))
+    (row,) = out["report"]
+    assert row["completed_trials"] == 6
+    for key in ("build_s", "text_s", "json_s", "note_s", "run_summary_s"):
+        assert row[key] > 0, key
+    assert 0 < row["longest_line"] < 250
+
+
+def test_a_synthetic_study_holds_the_records_run_writes(tmp_path):
+    from optuna.trial import TrialState
+
+    from study import records
+
+    study = bench.synthetic_study(f"sqlite:///{tmp_path / 's.db'}", "s", 10, validation=50)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 10 and len(study.get_trials(states=(TrialState.PRUNED,))) == 2
+    assert records.StudyRecord.read(study).settings["variant"] == "lora"
+    assert [t.number for t in complete if records.TrialStart.read(t).baseline] == [0]
+    for trial in complete:
+        evidence = records.Evidence.read(trial)
+        assert evidence.accuracy == trial.value and len(evidence.correct) == 50
+        assert records.TrialResult.read(trial).n_validation == 50 and len(trial.intermediate_values) == 9

@@ -4,6 +4,7 @@ with its interval and p, trials tied with the best, the patience stop rule, fina
 import json
 import re
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -81,8 +82,8 @@ def test_a_clearly_worse_baseline_gives_a_small_p_and_identical_trials_are_tied(
     assert summary["importances"] is None and "need at least 5" in summary["importances_note"]
     assert report.main(["--storage", storage_of(study_args), "--study-name", "t"]) == 0
     text = capsys.readouterr().out
-    assert re.search(r"Tuning bought \+\d+\.\d points over the defaults .*McNemar p = ", text)
-    assert "The best is the best of 2 trials that McNemar's test cannot tell apart" in text
+    assert re.search(r"Tuning bought \+\d+\.\d points over the defaults .*McNemar.s exact test p = .*: a gain beyond the validation noise", text)
+    assert "The best is one of 2 trials that McNemar's test cannot tell from it (p >= 0.05): 1, 2." in text
     storage = optuna.storages.RDBStorage(storage_of(study_args))  # the study's note in the dashboard says the same
     note = storage.get_study_system_attrs(storage.get_study_id_from_name("t"))
     assert any("Tuning bought" in str(value) for value in note.values())
@@ -157,3 +158,97 @@ def test_the_replay_bench_trains_nothing(study_args, tmp_path, capsys):
     for row in replay["patience"]:
         assert not row["stops"] and row["finished_at_stop"] == 4 and row["time_saved_share"] == 0.0
     assert len(load(study_args).trials) == 4
+
+
+def paired_study(storage: str, name: str, sentences: int, only_best: int, only_baseline: int) -> optuna.Study:
+    """A baseline and one tuned trial whose evidence is written as run writes it: both right on half the sentences,
+    the tuned trial alone on ``only_best`` more, the baseline alone on ``only_baseline``."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    both = sentences // 2
+    base, best = np.zeros(sentences, dtype=bool), np.zeros(sentences, dtype=bool)
+    base[:both] = best[:both] = True
+    best[both:both + only_best] = True
+    base[both + only_best:both + only_best + only_baseline] = True
+    for correct, baseline in ((base, True), (best, False)):
+        trial = optuna.trial.create_trial(value=float(correct.mean()))
+        records.TrialStart(variant="lora", baseline=baseline).write(trial)
+        records.Evidence(correct=correct, data="validation").write(trial)
+        study.add_trial(trial)
+    return study
+
+
+def printed_gain(line: str) -> tuple[float, float, float]:
+    """p and the 95% interval as the line prints them."""
+    p_value = re.search(r"p = ([-+.e\d]+)", line)
+    interval = re.search(r"95% interval ([-+.\d]+) to ([-+.\d]+)", line)
+    assert p_value and interval, line
+    return float(p_value.group(1)), float(interval.group(1)), float(interval.group(2))
+
+
+@pytest.mark.parametrize("only_best, only_baseline, significant", [
+    (9, 2, False),  # +11.7 points, p = 0.065: a paired bootstrap's interval, +1.7 to +21.7, left out 0 here
+    (10, 2, True),  # p = 0.039
+    (10, 1, True),  # p = 0.012
+])
+def test_the_verdict_never_contradicts_the_interval_it_prints(tmp_path, capsys, only_best, only_baseline, significant):
+    from optuna_dashboard import get_note
+
+    storage = f"sqlite:///{tmp_path / 'paired.db'}"
+    paired_study(storage, "paired", 60, only_best, only_baseline)
+    where = ["--storage", storage, "--study-name", "paired"]
+    assert report.main(where) == 0
+    text = capsys.readouterr().out
+    note = get_note(optuna.load_study(study_name="paired", storage=storage))
+    for shown in (text, note):
+        line = next(line for line in shown.splitlines() if "Tuning bought" in line)
+        p_value, low, high = printed_gain(line)
+        assert (p_value < 0.05) is significant and (low > 0 or high < 0) is significant, line
+        assert ("beyond the validation noise" in line) is significant, line
+    assert report.main([*where, "--json"]) == 0
+    gain = json.loads(capsys.readouterr().out)["gain_over_baseline"]
+    low, high = gain["ci95_points"]
+    assert gain["points"] == pytest.approx(100 * (only_best - only_baseline) / 60)
+    assert gain["significant"] is significant and (gain["p_value"] < 0.05) is significant
+    assert (low > 0 or high < 0) is significant and low <= gain["points"] <= high
+    assert ("beyond the validation noise" in gain["verdict"]) is significant and gain["verdict"] + "." in text
+
+
+def test_mcnemars_interval_leaves_out_zero_exactly_when_its_p_is_significant():
+    from emotion_core.stats import mcnemar_difference
+
+    for discordant in range(0, 41):
+        for only_first in range(discordant + 1):
+            first, second = np.zeros(100, dtype=bool), np.zeros(100, dtype=bool)
+            first[:only_first] = True
+            second[only_first:discordant] = True
+            test = mcnemar_difference(first, second)
+            low, high = test["ci95"]
+            assert (low > 0 or high < 0) is (test["p_value"] < 0.05), (discordant, only_first, test)
+            assert low <= test["difference"] == (2 * only_first - discordant) / 100 <= high
+
+
+def test_the_middle_half_of_two_trials_lies_between_them(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path / 'two.db'}"
+    study = optuna.create_study(study_name="two", storage=storage, direction="maximize")
+    for value in (0.2, 0.26):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    assert report.main(["--storage", storage, "--study-name", "two", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["spread"]
+    assert 0.2 <= rows["q1"] <= rows["median"] <= rows["q3"] <= 0.26 and rows["median"] == pytest.approx(0.23)
+    assert report.main(["--storage", storage, "--study-name", "two"]) == 0
+    assert "spread from 0.2000 to 0.2600 validation accuracy (middle half 0.2150-0.2450)" in capsys.readouterr().out
+
+
+def test_a_study_with_many_tied_trials_prints_bounded_lines(tmp_path, capsys):
+    """30 validation sentences cannot tell most of 60 trials apart: the text names the first five and counts the rest,
+    --json lists them all."""
+    storage = f"sqlite:///{tmp_path / 'many.db'}"
+    bench.synthetic_study(storage, "many", 60, validation=30)
+    assert report.main(["--storage", storage, "--study-name", "many", "--json"]) == 0
+    tied = json.loads(capsys.readouterr().out)["tied_with_best"]
+    assert len(tied) > 20
+    assert report.main(["--storage", storage, "--study-name", "many"]) == 0
+    text = capsys.readouterr().out
+    line = next(line for line in text.splitlines() if "McNemar's test cannot tell from it" in line)
+    assert line.endswith(f"{', '.join(map(str, tied[:5]))} and {len(tied) - 5} more.")
+    assert max(len(line) for line in text.splitlines()) < 250

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -17,10 +18,11 @@ from study._show.text import format_mib, params_text
 from study.records import Outcome
 
 
-def outcome_counts(study: optuna.Study) -> dict[str, int]:
+def outcome_counts(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> dict[str, int]:
     """Trials per outcome (records.Outcome), in the enum's order; outcomes without trials are left out. Interrupted
-    trials and those whose process died are counted apart from failed ones: they were retried."""
-    counts = Counter(records.outcome(trial) for trial in study.get_trials(deepcopy=False))
+    trials and those whose process died are counted apart from failed ones: they were retried. ``trials``: the
+    study's, when they were read already."""
+    counts = Counter(records.outcome(trial) for trial in (study.get_trials(deepcopy=False) if trials is None else trials))
     return {kind.value: int(counts[kind]) for kind in Outcome if counts[kind]}
 
 

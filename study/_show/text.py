@@ -20,3 +20,12 @@ def interval_text(interval: dict, key: str = "test_accuracy") -> str:
 def params_text(params: dict) -> str:
     """Parameters for a line: three significant digits are enough to tell trials apart."""
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def first_few(items, shown: int = 5) -> str:
+    """A list that a line can hold: all of a short one, else its first ``shown`` and how many more ("0, 3, 5, 8, 9
+    and 995 more")."""
+    items = list(items)
+    if len(items) <= shown + 1:  # "and 1 more" would be no shorter than the item itself
+        return ", ".join(map(str, items))
+    return f"{', '.join(map(str, items[:shown]))} and {len(items) - shown} more"
