@@ -66,9 +66,9 @@ def leaderboard(trials: Sequence[FrozenTrial], top: int) -> list[dict]:
 
 def summarize(study: optuna.Study, top: int = 10) -> dict:
     """Everything the report prints, as data (also what --json writes)."""
-    from study._show.progress import outcome_counts
     from study._evidence import models_compared
-    from study._studies import pareto_front
+    from study._show.progress import outcome_counts
+    from study._studies import pareto_front, stored_settings
     from study._tuning import summarize as tuning
 
     record = records.StudyRecord.read(study)
@@ -78,6 +78,9 @@ def summarize(study: optuna.Study, top: int = 10) -> dict:
         "study_name": study.study_name,
         "objective": (record.settings.get("objective") if record is not None else None) or "accuracy",
         "directions": [d.name.lower() for d in study.directions],
+        # What the study was made with (run --print-config --study-name NAME writes it as a study file), and its space.
+        "definition": dict(record.settings) if record is not None else None,
+        "search_space": stored_settings(study).space().describe() if record is not None else None,
         "counts": outcome_counts(study, trials),
         **tuning(study, trials),
         "models": models_compared(trials),
@@ -126,6 +129,10 @@ def format_summary(summary: dict) -> str:
 
     lines = [f"study {summary['study_name']!r} (objective: {summary['objective']})"]
     lines.append("trials: " + (", ".join(f"{n} {kind}" for kind, n in summary["counts"].items()) or "none"))
+    if summary["definition"] is not None:
+        given = {key: value for key, value in summary["definition"].items() if value is not None and key != "search"}
+        lines.append("definition: " + ", ".join(f"{key}={value}" for key, value in given.items()))
+        lines.append("searched: " + "; ".join(summary["search_space"]))
     final = summary["final"]
     if final is not None and final["test_accuracy"] is not None:
         low, high = final["test_accuracy_ci95"] or (math.nan, math.nan)

@@ -155,7 +155,8 @@ class SearchSpace:
     def describe(self) -> list[str]:
         """One line per parameter of the study: ``learning_rate: 1e-05..0.005 (log)``, ``lora.lora_r: {4, 8, 16, 32}``,
         ``lora.lora_alpha_ratio: 2 (fixed)``."""
-        lines = [f"{name}: {dim}" for name, dim in self.optimizer.items()]
+        lines = [f"{name}: {{{', '.join(among)}}}" for name, among in (("model", self.models), ("variant", self.searched)) if len(among) > 1]
+        lines += [f"{name}: {dim}" for name, dim in self.optimizer.items()]
         return lines + [f"{variant}.{name}: {dim}" for variant in self.searched for name, dim in self.own[variant].items()]
 
     def to_dict(self) -> dict[str, Any]:
