@@ -48,7 +48,7 @@ def test_without_a_search_section_the_space_is_todays():
     settings = StudySettings(variant="head,lora")
     space = settings.space()
     assert space == SearchSpace.from_dict({}, ("head", "lora")) and space.to_dict() == {} and settings.identity()["search"] is None
-    assert space.describe() == ["learning_rate: 1e-05..0.005 (log)", "weight_decay: 0..0.1", "head.head_dropout: 0..0.3",
+    assert space.describe() == ["variant: {head, lora}", "learning_rate: 1e-05..0.005 (log)", "weight_decay: 0..0.1", "head.head_dropout: 0..0.3",
                                 "lora.lora_r: {4, 8, 16, 32}", "lora.lora_dropout: 0..0.3"]
     lora = distributions(StudySettings().space())
     assert lora == {"learning_rate": FloatDistribution(1e-5, 5e-3, log=True), "weight_decay": FloatDistribution(0.0, 0.1),
