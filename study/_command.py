@@ -195,8 +195,9 @@ class Command:
 
     def parser(self) -> SettingsParser:
         """Its flags, --config FILE (YAML, the same keys as the flags with underscores: batch_size) and --print-config."""
+        # No abbreviated flags: a run of a stored study takes what its flags did not give from the study (Settings.given).
         parser = SettingsParser(prog=self.prog, description=self.description, epilog=self.epilog or None, exit_on_error=False,
-                                formatter_class=HelpFormatter, print_config="--print-config", env_prefix=False)
+                                formatter_class=HelpFormatter, print_config="--print-config", env_prefix=False, allow_abbrev=False)
         parser.add_argument("--config", action=ActionConfigFile,
                             help="a YAML file of settings, keyed by the flags' names with underscores (batch_size: 16); flags "
                             "after it override it. --print-config prints one")

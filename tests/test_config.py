@@ -130,3 +130,11 @@ def test_print_config_of_a_stored_study_writes_its_definition_back_out(study_arg
     trials = optuna.load_study(study_name="t", storage=storage).trials
     assert len(trials) == 2 and trials[1].params["lora_r"] in (2, 4)
     assert records.StudyRecord.read(optuna.load_study(study_name="t", storage=storage)).settings["epochs"] == 1.0
+
+
+def test_an_abbreviated_flag_is_refused(capsys):
+    """A run of a stored study takes what its flags do not give from the study: a flag must be spelled out to count."""
+    from study import run
+
+    assert run.main(["--epoch", "2", "--print-config"]) == 2
+    assert capsys.readouterr().err.startswith("error: unrecognized arguments: --epoch")
