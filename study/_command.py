@@ -219,7 +219,7 @@ class Command:
             return 2
         return self.run(args, argv)
 
-    def print_stored(self, argv: list[str]) -> int:
+    def print_stored(self, argv: list[str]) -> None:
         """--print-config of a command whose settings name a stored study: its stored definition, joined with what
         ``argv`` gives, as a file that --config takes; the settings as given where no such study exists yet."""
         parser = self.parser()
@@ -228,7 +228,7 @@ class Command:
         joined = self.stored(settings) or settings
         values = {f.name: getattr(joined, f.name) for f in dataclasses.fields(joined)}
         print(parser.dump(parser.parse_object(values), skip_none=False), end="")
-        return 0
+        raise SystemExit(0)  # as jsonargparse's --print-config does
 
     def run(self, args: Namespace, argv: list[str]) -> int:
         global _INVOCATION

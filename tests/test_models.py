@@ -53,7 +53,7 @@ def test_report_answers_which_model_with_a_paired_comparison(two_model_study, ca
     assert low <= rows[1]["points_behind"] <= high
     assert report.main(two_model_study["common"][:4]) == 0
     text = capsys.readouterr().out
-    assert "which model" in text and f"{rows[0]['model']} beats {rows[1]['model']} with lora" in text and "McNemar p" in text
+    assert "which model" in text and f"{rows[0]['model']} beats {rows[1]['model']} with lora" in text and "McNemar's exact test p" in text
 
 
 def test_final_and_predict_use_the_chosen_trials_model(two_model_study, capsys):

@@ -109,5 +109,5 @@ def test_multi_objective_study_from_run_to_final(study_args, tmp_path, capsys):
     assert "has no completed trial 7" in capsys.readouterr().err
 
     # Another objective under the same name would mix values that mean different things.
-    assert run.main(["--trials", "4", "--variant", "head", *study_args]) == 2
+    assert run.main(["--trials", "4", "--variant", "head", "--objective", "accuracy", *study_args]) == 2
     assert "--objective: stored 'accuracy,memory', given 'accuracy'" in capsys.readouterr().err
