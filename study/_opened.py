@@ -9,14 +9,13 @@ the objective and the workers take, instead of a storage and a study side by sid
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from study import records
 from study.settings import StudySettings
 
 
@@ -36,10 +35,6 @@ class OpenedStudy:
     @functools.cached_property
     def study_id(self) -> int:
         return self.storage.get_study_id_from_name(self.name)
-
-    @property
-    def record(self) -> records.StudyRecord | None:
-        return records.StudyRecord.read(self.study)
 
     @property
     def definition(self) -> StudySettings:
@@ -75,6 +70,3 @@ class OpenedStudy:
         self.study.pruner = make_pruner(self.definition)
         self.study.sampler = make_sampler(self.definition)
         return self
-
-    def replace_settings(self, **changes: Any) -> OpenedStudy:
-        return OpenedStudy(self.storage, self.study, replace(self.definition, **changes))
