@@ -54,6 +54,11 @@ def values_text(trial: optuna.trial.FrozenTrial, evaluation: str = "subset") -> 
 
 
 
+def time_left(elapsed: float, done: int, left: int) -> str:
+    """The time the left units take at the rate of the done ones, as "12:38 left" (minutes:seconds, as tqdm writes it)."""
+    return f"{tqdm.format_interval(elapsed / done * left)} left" if done > 0 else "time left unknown"
+
+
 class Progress:
     """An Optuna callback (one call per finished trial) and an evaluation hook (per-epoch lines inside a trial).
 
@@ -96,10 +101,9 @@ class Progress:
         return text
 
     def eta(self, finished: int) -> str:
-        done = finished - self._initial
-        if done <= 0 or finished >= self.total:
-            return "-"
-        return tqdm.format_interval((time.monotonic() - self._started) / done * (self.total - finished))
+        """"; 12:38 left" while trials are left, else nothing."""
+        left = self.total - finished
+        return f"; {time_left(time.monotonic() - self._started, finished - self._initial, left)}" if left > 0 else ""
 
     def note(self, line: str) -> None:
         self.write(line)
@@ -133,7 +137,7 @@ class Progress:
         if reason:
             line += f" ({reason})"
         if self.bar.disable:  # no bar to carry the counts: the line does
-            line += f" [{finished}/{self.total} finished; {postfix}; eta {self.eta(finished)}]"
+            line += f" [{finished}/{self.total} finished; {postfix}{self.eta(finished)}]"
         self.write(line)
         if not self.bar.disable:
             self.bar.set_description_str(self._name, refresh=False)
@@ -162,10 +166,6 @@ class RunProgress:
         self._trained = False  # the last step's validation is done: a prediction pass now is the test
         self._pass_started = self._started
 
-    @staticmethod
-    def eta(elapsed: float, done: int, left: int) -> str:
-        return tqdm.format_interval(elapsed / done * left) if done > 0 else "-"
-
     def on_step(self, step: int, total: int) -> None:
         now = time.monotonic()
         if self._first is None:  # the rate counts the steps trained here (not a resumed run's earlier ones, nor loading)
@@ -182,7 +182,7 @@ class RunProgress:
             elapsed = now - self._started
             epoch = f", epoch {step / max(total, 1) * self.epochs:.2f}/{self.epochs:g}" if self.epochs else ""
             self._line(f"step {step}/{total} ({step / max(total, 1):.0%}{epoch}), {tqdm.format_interval(elapsed)} elapsed, "
-                       f"eta {self.eta(elapsed, step - self._first, total - step)}")
+                       f"{time_left(elapsed, step - self._first, total - step)}")
 
     def on_eval(self, evaluation: Evaluation) -> None:
         self._trained = evaluation.step >= self._total
@@ -200,7 +200,7 @@ class RunProgress:
             self._pass_started = now
         text = f"{'testing' if self._trained else 'validating'}: batch {batch}/{batches}"
         if self._trained and batch > 1:
-            text += f", eta {self.eta(now - self._pass_started, batch - 1, batches - batch)}"
+            text += f", {time_left(now - self._pass_started, batch - 1, batches - batch)}"
         if not self.bar.disable:
             self.bar.set_postfix_str(text)
         elif (self._trained and batch == 1) or now - self._said >= self.every_s:
