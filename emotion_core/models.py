@@ -29,14 +29,19 @@ class ModelLoadError(InputError):
 def _load_error(kind: str, name: str, error: Exception) -> ModelLoadError:
     if missing_folder(name):
         return ModelLoadError(
-            f"{kind} folder {name!r} does not exist; pass a folder written by save_pretrained() or a hub id: --model /path/to/folder"
+            f"{kind} folder {name!r} does not exist; pass a folder written by save_pretrained() or a hub id: --{kind} /path/to/folder"
         )
-    where = "local folder" if local_path(name).exists() else "Hugging Face hub"
-    return ModelLoadError(
-        f"cannot load the {kind} {name!r} from the {where} ({type(error).__name__}: {first_line(error)}). "
-        "If this machine is offline, save the model with save_pretrained() on a machine that has it, "
-        "copy the folder here and pass it: --model /path/to/folder"
-    )
+    local = local_path(name).exists()
+    where = "local folder" if local else "Hugging Face hub"
+    if kind == "tokenizer" and local:  # the model's own files may be there and its tokenizer's not
+        hint = f"does it hold {_TOKENIZER_FILES}? Pass a folder or hub id that has them: --tokenizer /path/to/folder"
+    else:
+        hint = ("If this machine is offline, save the model with save_pretrained() on a machine that has it, "
+                f"copy the folder here and pass it: --{kind} /path/to/folder")
+    return ModelLoadError(f"cannot load the {kind} {name!r} from the {where} ({type(error).__name__}: {first_line(error)}); {hint}")
+
+
+_TOKENIZER_FILES = "tokenizer files (tokenizer.json, or vocab.json and merges.txt)"
 
 
 # What a user's model name can fail with while its config or tokenizer is read: OSError for a missing folder or file
@@ -60,7 +65,7 @@ def load_tokenizer(name: str):
     if len(tokenizer) < 2 or not tokens:
         raise ModelLoadError(
             f"the tokenizer of {name!r} cannot tokenize: its vocabulary holds {len(tokenizer)} token(s) and {PROBE!r} becomes "
-            f"{len(tokens)} tokens; are its tokenizer files (tokenizer.json, or vocab.json and merges.txt) missing? Pass a folder "
+            f"{len(tokens)} tokens; are its {_TOKENIZER_FILES} missing? Pass a folder "
             "or hub id that has them: --tokenizer /path/to/folder"
         )
     if tokenizer.pad_token is None:

@@ -81,12 +81,19 @@ def test_a_corrupted_data_file_exits_2(name, content, message, study_args, data_
     assert optuna.get_all_study_names(stored) == ["t"]
 
 
-def test_a_model_folder_without_tokenizer_files_exits_2_before_the_study_is_made(study_args, tiny_model, tmp_path):
-    """transformers makes a tokenizer of one token from such a folder, which turns every text into no token at all."""
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_a_model_folder_without_tokenizer_files_exits_2_before_the_study_is_made(architecture, study_args, tiny_model, tmp_path):
+    """From such a folder transformers makes a GPT-2 tokenizer of one token, which turns every text into no token at
+    all, and refuses a Llama one with its own words: either way the line names the folder and --tokenizer."""
     bare = tmp_path / "no-tokenizer"
     bare.mkdir()
+    if architecture == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+        LlamaForCausalLM(config).save_pretrained(str(bare))
     for file in Path(tiny_model).iterdir():
-        if not file.name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+        if architecture == "gpt2" and not file.name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
             (bare / file.name).write_bytes(file.read_bytes())
     args = [*study_args, "--model", str(bare), "--variant", "head", "--trials", "2"]
     result = subprocess.run([sys.executable, "-m", "study.run", *args], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
