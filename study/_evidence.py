@@ -95,6 +95,11 @@ DECIDED_BY = (f"McNemar's exact test, p < {SIGNIFICANCE}; ci95_points is that te
               "sentences only one of the two got right, in points")
 
 
+def setup(trial: FrozenTrial) -> tuple[str, str | None]:
+    """What a trial's baseline shares with it: its variant and, in a study of several models, its model."""
+    return records.TrialStart.read(trial).variant, trial.params.get("model")
+
+
 def gain_over_baseline(trials: Sequence[FrozenTrial]) -> tuple[Gain | None, str]:
     """The best completed trial of a study's ``trials`` against the baseline of its variant (or the best baseline);
     None and why not."""
@@ -103,10 +108,8 @@ def gain_over_baseline(trials: Sequence[FrozenTrial]) -> tuple[Gain | None, str]
         return None, "the study has no baseline trial (made with --no-baseline, or before baselines were enqueued)"
     if best is None:
         return None, "no trial completed"
-    def kind(trial: FrozenTrial) -> tuple:  # a baseline of the best trial's model and variant, where there is one
-        return records.TrialStart.read(trial).variant, trial.params.get("model")
-
-    base = max((t for t in bases if kind(t) == kind(best)), key=_value, default=None) or max(bases, key=_value)
+    # a baseline of the best trial's model and variant, where there is one
+    base = max((t for t in bases if setup(t) == setup(best)), key=_value, default=None) or max(bases, key=_value)
     a, b = records.Evidence.read(best), records.Evidence.read(base)
     if a is None or b is None or a.data != b.data or len(a.correct) != len(b.correct):
         return None, "the best trial or the baseline has no paired evidence on the same validation sentences"

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from study import records
-from study._evidence import (SIGNIFICANCE, baselines, completed, gain_over_baseline, significant, tests_against,
+from study._evidence import (SIGNIFICANCE, baselines, completed, gain_over_baseline, setup, significant, tests_against,
                              tied_with_best)
 from study._show.text import first_few, params_text
 
@@ -90,12 +90,12 @@ def spread(trials: Sequence[FrozenTrial]) -> dict | None:
 
 def failed_values(trials: Sequence[FrozenTrial]) -> list[dict]:
     """The trials whose parameters did not work: diverged, failed in training, or completed significantly below the
-    baseline of their variant (McNemar p < SIGNIFICANCE)."""
-    bases = {records.TrialStart.read(t).variant: t for t in baselines(trials)}
-    tested = {}  # each variant's trials against its baseline, at once
-    for variant, base in bases.items():
+    baseline of their variant and model (McNemar p < SIGNIFICANCE)."""
+    bases = {setup(t): t for t in baselines(trials)}
+    tested = {}  # the trials of each variant and model against their baseline, at once
+    for kind, base in bases.items():
         below = [t for t in completed(trials)
-                 if records.TrialStart.read(t) == records.TrialStart(variant) and t.values[0] < base.values[0]]
+                 if not records.TrialStart.read(t).baseline and setup(t) == kind and t.values[0] < base.values[0]]
         tested.update({number: (base, p) for number, p in tests_against(base, below).items()})
     found = []
     for trial in trials:

@@ -167,7 +167,7 @@ def test_a_killed_final_leaves_the_previous_model_and_its_rerun_continues_from_i
     assert not list(study_dir(args).glob(".final-*"))  # the killed final's staging folder is gone too
 
 
-def test_the_progress_of_a_long_retraining_says_its_epoch_and_eta_also_when_resumed_and_while_testing():
+def test_the_progress_of_a_long_retraining_says_its_epoch_and_the_time_left_also_when_resumed_and_while_testing():
     import io
 
     from study._show.progress import RunProgress

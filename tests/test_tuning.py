@@ -213,6 +213,25 @@ def test_the_verdict_never_contradicts_the_interval_it_prints(tmp_path, capsys, 
     assert ("beyond the validation noise" in gain["verdict"]) is significant and gain["verdict"] + "." in text
 
 
+def test_a_trial_did_not_work_only_against_the_baseline_of_its_own_model(tmp_path, capsys):
+    """Two models' baselines far apart: a trial of the weaker model is judged against that model's defaults."""
+    from optuna.distributions import CategoricalDistribution
+
+    storage = f"sqlite:///{tmp_path / 'models.db'}"
+    study = optuna.create_study(study_name="models", storage=storage, direction="maximize")
+    model = CategoricalDistribution(["weak", "strong"])
+    for name, right, baseline in (("weak", 100, True), ("strong", 180, True), ("weak", 95, False), ("weak", 40, False)):
+        correct = np.arange(200) < right
+        trial = optuna.trial.create_trial(value=float(correct.mean()), params={"model": name}, distributions={"model": model})
+        records.TrialStart(variant="lora", baseline=baseline).write(trial)
+        records.Evidence(correct=correct, data="validation").write(trial)
+        study.add_trial(trial)
+    assert report.main(["--storage", storage, "--study-name", "models", "--json"]) == 0
+    failed = json.loads(capsys.readouterr().out)["failed_values"]
+    assert [row["trial"] for row in failed] == [3]  # trial 2 is 2.5 points below its own baseline (p = 0.06), not 42.5
+    assert failed[0]["why"].startswith("30.0 points below the baseline (trial 0), McNemar p = ")
+
+
 def test_mcnemars_interval_leaves_out_zero_exactly_when_its_p_is_significant():
     from emotion_core.stats import mcnemar_difference
 
