@@ -270,19 +270,21 @@ def configure_logging(verbose: bool) -> None:
         return
     for key, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    quiet_imported_libraries()
+    quiet_imported_libraries(bring_transformers=False)
 
 
-def quiet_imported_libraries() -> None:
+def quiet_imported_libraries(bring_transformers: bool = True) -> None:
     """Quiet the training libraries, unless --verbose. A command calls it once it is about to use them (they are
-    imported after parsing, so that --help needs none); it imports transformers, whose bars only code can turn off."""
+    imported after parsing, so that --help needs none); it imports transformers, whose bars only code can turn off,
+    unless ``bring_transformers`` is False (a command that trains nothing, such as report, needs none)."""
     import warnings
 
     import optuna
 
     if os.environ.get("EMOTION_STUDY_VERBOSE"):
         return
-    import transformers  # noqa: F401 - its weight-loading bars are switched off below
+    if bring_transformers:
+        import transformers  # noqa: F401 - its weight-loading bars are switched off below
     # Optuna's warnings repeat what the progress lines say (a failed trial's reason), with a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if "transformers" in sys.modules:

@@ -27,30 +27,30 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def _last_run(storage: BaseStorage, summary: optuna.study.StudySummary) -> datetime.datetime:
-    """When a trial of the study last started."""
-    trials = storage.get_all_trials(storage.get_study_id_from_name(summary.study_name), deepcopy=False)
+def _last_run(storage: BaseStorage, name: str) -> datetime.datetime:
+    """When a trial of the study ``name`` last started."""
+    trials = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
     return max((t.datetime_start for t in trials if t.datetime_start is not None), default=datetime.datetime.min)
 
 
-def _final_time(summary: optuna.study.StudySummary) -> str:
-    final = records.FinalRecord.read(summary)
+def _final_time(user_attrs: dict) -> str:
+    final = records.FinalRecord.read(user_attrs)
     return final.time if final is not None else ""
 
 
 def _choose_study(storage: BaseStorage, storage_url: str, name: str | None, *, say, final: bool) -> str:
     """``name``; without one, the storage's only study, or else the most recently run one (with ``final``, the one
-    whose final model is the newest), saying which."""
-    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
-    names = sorted(s.study_name for s in summaries)
-    if name is None and summaries:
-        if final and any(_final_time(s) for s in summaries):
-            chosen, why = max(summaries, key=_final_time), "the one with the newest final model"
+    whose final model is the newest), saying which. Trials are read only to choose (a study summary counts them all)."""
+    studies = storage.get_all_studies()
+    names = sorted(s.study_name for s in studies)
+    if name is None and studies:
+        if final and any(_final_time(s.user_attrs) for s in studies):
+            chosen, why = max(studies, key=lambda s: _final_time(s.user_attrs)), "the one with the newest final model"
         else:
-            chosen, why = max(summaries, key=lambda s: _last_run(storage, s)), "the most recently run"
+            chosen, why = max(studies, key=lambda s: _last_run(storage, s.study_name)), "the most recently run"
         name = chosen.study_name
-        if len(summaries) > 1:
-            say(f"study {name!r}: {why} of the {len(summaries)} in {mask_url(storage_url)} ({', '.join(names)}); "
+        if len(studies) > 1:
+            say(f"study {name!r}: {why} of the {len(studies)} in {mask_url(storage_url)} ({', '.join(names)}); "
                 "pass --study-name for another")
     if name is None:
         raise UsageError(f"{mask_url(storage_url)} holds no study yet; run emotion-study run first")

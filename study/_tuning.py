@@ -22,12 +22,14 @@ from study._show.text import first_few, params_text
 MIN_TRIALS_FOR_IMPORTANCE = 5
 IMPORTANCE_SEEDS = (0, 1, 2, 3, 4)
 # Optuna's fANOVA takes each tree's marginals in Python, split by split against the whole tree: its time grows about
-# with the square of the trials (minutes at a thousand). Above IMPORTANCE_SAMPLE completed trials each seed's forest is
-# one of SAMPLE_TREES trees (the original fANOVA's default is 16) on its own random sample of IMPORTANCE_SAMPLE of them,
-# so that a long study reports in seconds and the spread over seeds holds the sampling's noise too; up to it every
-# trial is used, in Optuna's default forest of 64 trees.
+# with the trees times the square of the trials (seconds for 64 trees on 100 trials, minutes on a thousand). Up to
+# FULL_FOREST_MAX completed trials each seed's forest is Optuna's default of 64 trees on every trial; above it,
+# SAMPLE_TREES trees (the original fANOVA's default), and above IMPORTANCE_SAMPLE each seed's on its own random sample
+# of IMPORTANCE_SAMPLE trials, so that a long study reports in seconds and the spread over seeds holds the sampling's
+# noise too.
+FULL_FOREST_MAX = 50
 IMPORTANCE_SAMPLE = 100
-SAMPLE_TREES = 32
+SAMPLE_TREES = 16
 
 
 def importances(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> tuple[dict[str, dict] | None, str]:
@@ -38,7 +40,7 @@ def importances(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return None, f"need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials (have {len(complete)})"
     runs, why = [], ""
-    forest = {"n_trees": SAMPLE_TREES} if len(complete) > IMPORTANCE_SAMPLE else {}
+    forest = {"n_trees": SAMPLE_TREES} if len(complete) > FULL_FOREST_MAX else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for seed in IMPORTANCE_SEEDS:
@@ -73,9 +75,12 @@ def _sample(study: optuna.Study, complete: list[FrozenTrial], seed: int) -> optu
 
 def importance_basis(n_completed: int) -> str:
     """What each seed's forest saw, for a line."""
+    seeds = f"{len(IMPORTANCE_SEEDS)} seeds"
+    if n_completed <= FULL_FOREST_MAX:
+        return seeds
     if n_completed <= IMPORTANCE_SAMPLE:
-        return f"{len(IMPORTANCE_SEEDS)} seeds"
-    return f"{len(IMPORTANCE_SEEDS)} seeds, each {SAMPLE_TREES} trees on {IMPORTANCE_SAMPLE} of the {n_completed} completed trials"
+        return f"{seeds}, each {SAMPLE_TREES} trees"
+    return f"{seeds}, each {SAMPLE_TREES} trees on {IMPORTANCE_SAMPLE} of the {n_completed} completed trials"
 
 
 def spread(trials: Sequence[FrozenTrial]) -> dict | None:
