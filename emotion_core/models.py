@@ -29,7 +29,7 @@ class ModelLoadError(InputError):
 def _load_error(kind: str, name: str, error: Exception) -> ModelLoadError:
     if missing_folder(name):
         return ModelLoadError(
-            f"{kind} folder {name!r} does not exist; pass a folder written by save_pretrained() or a hub id: --{kind} /path/to/folder"
+            f"{kind} folder {name!r} does not exist; pass a folder written by save_pretrained() or a hub id: --model /path/to/folder"
         )
     local = local_path(name).exists()
     where = "local folder" if local else "Hugging Face hub"

@@ -33,8 +33,9 @@ def _last_run(storage: BaseStorage, name: str) -> datetime.datetime:
     return max((t.datetime_start for t in trials if t.datetime_start is not None), default=datetime.datetime.min)
 
 
-def _final_time(user_attrs: dict) -> str:
-    final = records.FinalRecord.read(user_attrs)
+def _final_time(study) -> str:
+    """When the final model of ``study`` (a stored study, as the storage lists it) was made; "" without one."""
+    final = records.FinalRecord.read(study)
     return final.time if final is not None else ""
 
 
@@ -44,8 +45,8 @@ def _choose_study(storage: BaseStorage, storage_url: str, name: str | None, *, s
     studies = storage.get_all_studies()
     names = sorted(s.study_name for s in studies)
     if name is None and studies:
-        if final and any(_final_time(s.user_attrs) for s in studies):
-            chosen, why = max(studies, key=lambda s: _final_time(s.user_attrs)), "the one with the newest final model"
+        if final and any(_final_time(s) for s in studies):
+            chosen, why = max(studies, key=_final_time), "the one with the newest final model"
         else:
             chosen, why = max(studies, key=lambda s: _last_run(storage, s.study_name)), "the most recently run"
         name = chosen.study_name
