@@ -28,6 +28,8 @@ IMPORTANCE_SEEDS = (0, 1, 2, 3, 4)
 # of IMPORTANCE_SAMPLE trials, so that a long study reports in seconds and the spread over seeds holds the sampling's
 # noise too.
 FULL_FOREST_MAX = 50
+# Every searched parameter on the summary's line, up to this many (a study file may search many more).
+IMPORTANCES_SHOWN = 8
 IMPORTANCE_SAMPLE = 100
 SAMPLE_TREES = 16
 
@@ -188,8 +190,9 @@ def answer(summary: dict) -> list[str]:
         lines.append(f"No other completed trial is tied with the best (trial {tied[0]}).")
     table = summary["importances"]
     if table:
-        top = [f"{name} {row['mean']:.2f} ({row['min']:.2f}-{row['max']:.2f})" for name, row in list(table.items())[:3]]
-        lines.append(f"Importance (fANOVA, {summary['importances_basis']}; mean and range): {'; '.join(top)}.")
+        shown = [f"{name} {row['mean']:.2f} ({row['min']:.2f}-{row['max']:.2f})" for name, row in list(table.items())[:IMPORTANCES_SHOWN]]
+        more = f"; and {len(table) - IMPORTANCES_SHOWN} more (the report's table)" if len(table) > IMPORTANCES_SHOWN else ""
+        lines.append(f"Importance (fANOVA, {summary['importances_basis']}; mean and range): {'; '.join(shown)}{more}.")
     for row in summary["failed_values"][:5]:
         lines.append(f"Did not work: trial {row['trial']} ({params_text(row['params'])}): {row['why']}.")
     if len(summary["failed_values"]) > 5:

@@ -105,6 +105,24 @@ def test_importances_come_with_their_spread_over_seeds(tmp_path, capsys):
         assert len(row["per_seed"]) == 5 and row["min"] <= row["mean"] <= row["max"]
 
 
+def test_the_summary_names_the_importance_of_every_searched_parameter(tmp_path, capsys):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
+    space = {"model": CategoricalDistribution(["a", "b"]), "learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
+             "weight_decay": FloatDistribution(0.0, 0.1), "lora_r": CategoricalDistribution([4, 8, 16]),
+             "lora_dropout": FloatDistribution(0.0, 0.3)}
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        params = {"model": "ab"[i % 2], "learning_rate": 10 ** (-5 + 3 * i / 11), "weight_decay": float(rng.uniform(0, 0.1)),
+                  "lora_r": [4, 8, 16][i % 3], "lora_dropout": float(rng.uniform(0, 0.3))}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=0.3 + 0.02 * i + 0.05 * (i % 2)))
+    assert report.main(["--storage", storage, "--study-name", "t"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "Importance (fANOVA" in line)
+    assert all(f"{name} " in line for name in space), line
+
+
 def test_patience_stops_the_study_and_a_rerun_does_not_go_past_it(study_args, capsys):
     args = [a for a in study_args]
     args[args.index("--patience") + 1] = "2"
