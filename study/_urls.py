@@ -19,6 +19,12 @@ def is_journal(url: str) -> bool:
     return "://" not in url and url.endswith(JOURNAL_SUFFIXES)
 
 
+def with_long_scheme(url: str) -> str:
+    """``postgres://`` (libpq's and Heroku's spelling) as ``postgresql://``, the only name SQLAlchemy knows; any other
+    URL as it is."""
+    return "postgresql://" + url.removeprefix("postgres://") if url.startswith("postgres://") else url
+
+
 def local_file(url: str) -> Path | None:
     """The file of a SQLite or journal storage; None for a database server."""
     if is_sqlite(url):
@@ -79,7 +85,7 @@ def storage_key(url: str) -> str:
     """A folder name for what a storage's studies write, readable and distinct for distinct storages (the same
     study name in two SQLite files, or a SQLite file and a journal, must not share outputs)."""
     path = local_file(url)
-    where = str(path.resolve()) if path is not None else mask_url(url)
+    where = str(path.resolve()) if path is not None else mask_url(with_long_scheme(url))  # both spellings: one folder
     readable = path.name if path is not None else re.sub(r"^[^:]+://([^@/]*@)?", "", mask_url(url))
     return f"{_slug(readable, 40) or 'storage'}-{hashlib.sha256(where.encode()).hexdigest()[:6]}"
 

@@ -21,6 +21,7 @@ from study import records, report, run
 from study._backends import open_storage, retrying, with_installed_driver
 from study._backends.heartbeat import JournalFileStorage
 from study._backends.retrying import RetryingStorage
+from study.settings import Storage
 from tests.cluster import postgres_url_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,13 +77,14 @@ def test_an_sqlite_database_of_another_program_is_refused_and_an_empty_file_is_a
         assert len(optuna.load_study(study_name="s", storage=open_storage(url, heartbeat=False)).trials) == 1
 
 
-def test_a_postgres_url_opens_the_postgresql_study():
+def test_a_postgres_url_opens_the_postgresql_study_and_writes_to_its_folder():
     with postgres_url_or_skip() as (url, prefix):
         assert url.startswith("postgresql://")
         name = f"{prefix}alias"
         optuna.create_study(storage=open_storage(url, heartbeat=False), study_name=name).optimize(objective, n_trials=2)
         short = "postgres://" + url.removeprefix("postgresql://")  # libpq's and Heroku's spelling
         assert len(optuna.load_study(study_name=name, storage=open_storage(short)).trials) == 2
+        assert Storage(storage=short).storage_folder == Storage(storage=url).storage_folder
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])

@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from study._backends.heartbeat import JournalFileStorage, RetryDeadTrial, grace_period_s, heartbeat_interval_s
 from study._backends.retrying import RetryingStorage
 from study._errors import UsageError
-from study._urls import is_journal, is_sqlite, local_file, mask_url, register_secret
+from study._urls import is_journal, is_sqlite, local_file, mask_url, register_secret, with_long_scheme
 
 # The driver SQLAlchemy picks for a bare scheme, and the one to use instead when only that one is installed.
 DRIVER_FALLBACKS = {"postgresql": ("psycopg", "postgresql+psycopg2", "psycopg2"), "mysql": ("MySQLdb", "mysql+pymysql", "pymysql")}
@@ -35,8 +35,7 @@ def with_installed_driver(url: str) -> str:
     drivers is installed."""
     import importlib.util
 
-    scheme, sep, rest = url.partition("://")
-    scheme = "postgresql" if scheme == "postgres" and sep else scheme  # SQLAlchemy knows only the long name
+    scheme, sep, rest = with_long_scheme(url).partition("://")
     if scheme in DRIVER_FALLBACKS:
         default, fallback, module = DRIVER_FALLBACKS[scheme]
         if importlib.util.find_spec(default) is None and importlib.util.find_spec(module) is not None:
