@@ -26,6 +26,11 @@ class ModelLoadError(InputError):
     """The model or tokenizer cannot be loaded; the message says what to pass instead."""
 
 
+# What a folder needs to give a tokenizer, and what to pass where it lacks it.
+_TOKENIZER_FILES = "tokenizer files (tokenizer.json, or vocab.json and merges.txt)"
+_PASS_A_TOKENIZER = "Pass a folder or hub id that has them: --tokenizer /path/to/folder"
+
+
 def _load_error(kind: str, name: str, error: Exception) -> ModelLoadError:
     if missing_folder(name):
         return ModelLoadError(
@@ -34,14 +39,11 @@ def _load_error(kind: str, name: str, error: Exception) -> ModelLoadError:
     local = local_path(name).exists()
     where = "local folder" if local else "Hugging Face hub"
     if kind == "tokenizer" and local:  # the model's own files may be there and its tokenizer's not
-        hint = f"does it hold {_TOKENIZER_FILES}? Pass a folder or hub id that has them: --tokenizer /path/to/folder"
+        hint = f"does it hold {_TOKENIZER_FILES}? {_PASS_A_TOKENIZER}"
     else:
         hint = ("If this machine is offline, save the model with save_pretrained() on a machine that has it, "
                 f"copy the folder here and pass it: --{kind} /path/to/folder")
     return ModelLoadError(f"cannot load the {kind} {name!r} from the {where} ({type(error).__name__}: {first_line(error)}); {hint}")
-
-
-_TOKENIZER_FILES = "tokenizer files (tokenizer.json, or vocab.json and merges.txt)"
 
 
 # What a user's model name can fail with while its config or tokenizer is read: OSError for a missing folder or file
@@ -65,8 +67,7 @@ def load_tokenizer(name: str):
     if len(tokenizer) < 2 or not tokens:
         raise ModelLoadError(
             f"the tokenizer of {name!r} cannot tokenize: its vocabulary holds {len(tokenizer)} token(s) and {PROBE!r} becomes "
-            f"{len(tokens)} tokens; are its {_TOKENIZER_FILES} missing? Pass a folder "
-            "or hub id that has them: --tokenizer /path/to/folder"
+            f"{len(tokens)} tokens; are its {_TOKENIZER_FILES} missing? {_PASS_A_TOKENIZER}"
         )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
