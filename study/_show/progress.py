@@ -100,8 +100,8 @@ class Progress:
         self.bar.set_postfix_str(text, refresh=False)
         return text
 
-    def eta(self, finished: int) -> str:
-        """"; 12:38 left" while trials are left, else nothing."""
+    def time_left_tail(self, finished: int) -> str:
+        """The time the study's trials left take, as a line's tail ('; 12:38 left'); nothing once none is left."""
         left = self.total - finished
         return f"; {time_left(time.monotonic() - self._started, finished - self._initial, left)}" if left > 0 else ""
 
@@ -137,7 +137,7 @@ class Progress:
         if reason:
             line += f" ({reason})"
         if self.bar.disable:  # no bar to carry the counts: the line does
-            line += f" [{finished}/{self.total} finished; {postfix}{self.eta(finished)}]"
+            line += f" [{finished}/{self.total} finished; {postfix}{self.time_left_tail(finished)}]"
         self.write(line)
         if not self.bar.disable:
             self.bar.set_description_str(self._name, refresh=False)
